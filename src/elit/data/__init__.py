@@ -1,0 +1,56 @@
+"""Data for training and evaluation: Fashion-MNIST, image folders, pre-extracted VAE latents, and a
+resumable rank-sharded sampler.
+
+Every dataset yields (x float32, y int64) and exposes `num_classes` and `image_shape` (C, H, W) --
+for latents, the latent shape -- so the trainer can check a model config against its data.
+"""
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from elit.data.fashion_mnist import CLASS_NAMES, FashionMNIST, load_fashion_mnist
+from elit.data.image_folder import ImageFolder, center_crop_arr
+from elit.data.latents import LatentShardDataset, LatentShardWriter
+from elit.data.sampler import InfiniteLoader, ResumableSampler, infinite_batches
+
+# name -> (constructor, accepted spec keys besides "name")
+_DATASETS = {
+    "fmnist": (lambda s: FashionMNIST(split=s.get("split", "train"), root=s.get("root")), {"root", "split"}),
+    "folder": (lambda s: ImageFolder(_need_root(s), image_size=s.get("image_size", 256),
+                                     flip=s.get("flip", False), seed=s.get("seed", 0)),
+               {"root", "image_size", "flip", "seed"}),
+    "latents": (lambda s: LatentShardDataset(_need_root(s), flip=s.get("flip", False), seed=s.get("seed", 0)),
+                {"root", "flip", "seed"}),
+}
+_ALIASES = {"fashion-mnist": "fmnist", "fashion_mnist": "fmnist", "image_folder": "folder",
+            "imagefolder": "folder", "latent_shards": "latents"}
+
+
+def _need_root(spec: dict) -> str:
+    if not spec.get("root"):
+        raise ValueError(f"data spec for {spec['name']!r} needs a 'root' folder")
+    return spec["root"]
+
+
+def build_dataset(spec: dict) -> Dataset:
+    """Build a dataset from a config dict, e.g.
+    {"name": "fmnist", "root": None, "split": "train"},
+    {"name": "folder", "root": "/data/imagenet/train", "image_size": 256, "flip": True},
+    {"name": "latents", "root": "/data/in256-sdvae", "flip": True}.
+    Unknown names or keys raise ValueError (a typo in a config should not be silently ignored)."""
+    spec = dict(spec)
+    name = str(spec.get("name", "")).lower()
+    name = _ALIASES.get(name, name)
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset name {spec.get('name')!r}; valid names: {', '.join(_DATASETS)}")
+    make, keys = _DATASETS[name]
+    unknown = set(spec) - keys - {"name"}
+    if unknown:
+        raise ValueError(f"data spec for {name!r} has unknown keys {sorted(unknown)}; accepted: {sorted(keys)}")
+    spec["name"] = name
+    return make(spec)
+
+
+__all__ = ["CLASS_NAMES", "FashionMNIST", "ImageFolder", "InfiniteLoader", "LatentShardDataset",
+           "LatentShardWriter", "ResumableSampler", "build_dataset", "center_crop_arr", "infinite_batches",
+           "load_fashion_mnist"]
