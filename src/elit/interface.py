@@ -236,7 +236,10 @@ class LatentInterface(nn.Module):
                 grouped = kv
         j = self.latents_per_group if self.settings.write_sees_dropped else kept
         B, G = grouped.shape[:2]
-        queries = self.latent_queries[:j].to(tokens.dtype).expand(B, G, j, -1)
+        # index_select, not a slice: a slice of a parameter taken under no_grad is a view that
+        # requires grad without a grad_fn, which breaks torch's module tracker (FlopCounterMode).
+        rows = torch.arange(j, device=tokens.device)
+        queries = self.latent_queries.index_select(0, rows).to(tokens.dtype).expand(B, G, j, -1)
         latents = self.read(queries, kv, c)
         if self.settings.latent_pos == "learned":
             latents = latents + self.latent_pos_embed[self._latent_pos_index(grid, j)].to(latents.dtype)

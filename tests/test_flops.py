@@ -1,0 +1,64 @@
+"""FLOP counts: analytic vs FlopCounterMode, monotone in the budget, the CLI's JSON rows."""
+import json
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import elit
+from elit.cli import main
+from elit.flops import analytic_gflops, budgets_of, create_model_config, measured_gflops
+from elit.models import ModelConfig
+
+TINY = dict(input_size=16, in_channels=3, patch_size=2, hidden_size=32, depth=4, num_heads=4,
+            num_classes=5, head_depth=1, tail_depth=1, window=[4, 4])
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"write_sees_dropped": True, "read_adaln_chunks": 7, "latent_pos": "learned", "rope": False},
+    {"elit": False},
+    {"window": [2, 2], "mlp_ratio": 2.0, "learn_sigma": True},
+])
+def test_measured_matches_analytic_within_2_percent(overrides):
+    cfg = ModelConfig.from_dict({**elit.models.MODEL_PRESETS["ELIT-DiT-S/2"], **TINY, **overrides})
+    for b in budgets_of(cfg):
+        measured, analytic = measured_gflops(cfg, b), analytic_gflops(cfg, b)
+        assert abs(measured - analytic) <= 0.02 * measured, (b, measured, analytic)
+
+
+def test_meta_count_equals_count_on_a_real_cpu_forward():
+    cfg = ModelConfig.from_dict({**elit.models.MODEL_PRESETS["ELIT-DiT-S/2"], **TINY})
+    model = elit.ELITModel(cfg).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), counter:
+        model(torch.randn(1, 3, 16, 16), torch.rand(1), torch.tensor([1]), budget=5)
+    assert counter.get_total_flops() / 1e9 == pytest.approx(measured_gflops(cfg, 5), rel=1e-9)
+
+
+def test_flops_monotone_in_budget_and_elit_xl_layout():
+    cfg = create_model_config("ELIT-DiT-XL/2")
+    values = [analytic_gflops(cfg, b) for b in budgets_of(cfg)]
+    assert all(a < b for a, b in zip(values, values[1:]))
+    dit = analytic_gflops(create_model_config("DiT-XL/2"))
+    # Read + Write add a few GFLOPs at full budget; the lowest budget is about a third of the cost.
+    assert dit < values[-1] < 1.05 * dit
+    assert 0.3 < values[0] / values[-1] < 0.4
+
+
+def test_cli_json_rows(capsys):
+    assert main(["flops", "--model", "ELIT-DiT-S/4", "--budgets", "1,4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["latents_per_group"] for r in rows] == [1, 4]
+    assert rows[0]["gflops"] < rows[1]["gflops"]
+    assert all(abs(r["gflops"] - r["analytic_gflops"]) <= 0.02 * r["gflops"] for r in rows)
+    assert main(["flops", "--model", "DiT-S/4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1 and rows[0]["latents_per_group"] is None
+
+
+def test_cli_rejects_bad_budgets(capsys):
+    assert main(["flops", "--model", "ELIT-DiT-S/2", "--budgets", "0,99"]) == 2
+    assert "not valid" in capsys.readouterr().err
+    assert main(["flops", "--model", "nope"]) == 2
