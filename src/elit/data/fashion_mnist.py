@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     rather than as a shape error deep inside training."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise ValueError(f"{path}: corrupt gzip file ({e})") from e
     header = 4 + 4 * ndim
     if len(raw) < header:

@@ -98,5 +98,5 @@ class ImageFolder(EpochFlipMixin, Dataset):
         arr = load_image(self.files[i], self.image_size)
         if self._should_flip(i):
             arr = arr[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+        x = torch.from_numpy(np.array(arr)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
         return x, torch.tensor(self.labels[i], dtype=torch.int64)

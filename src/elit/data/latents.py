@@ -127,13 +127,13 @@ class LatentShardWriter:
             self.shards = saved["shards"]
         elif self.root.exists() and any(self.root.iterdir()):
             raise ValueError(f"{self.root} is not empty and is not an unfinished extraction; choose another --out")
-        self.root.mkdir(parents=True, exist_ok=True)
         for s in self.shards:
             if not (self.root / s["file"]).is_file():
                 raise ValueError(f"{self.root}: shard {s['file']} recorded in {PROGRESS} is missing")
+        # Nothing is written until the first shard is ready, so a run that fails early (a bad VAE path)
+        # leaves no progress file behind that would block a corrected rerun.
         self._buf_z: list[torch.Tensor] = []
         self._buf_y: list[torch.Tensor] = []
-        self._save_progress()
 
     @property
     def num_done(self) -> int:
@@ -144,6 +144,7 @@ class LatentShardWriter:
         _atomic_write_json(self.root / PROGRESS, {"settings": self.settings, "shards": self.shards})
 
     def _write_shard(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         name = shard_name(len(self.shards))
         tmp = self.root / (name + ".tmp")
         save_file({"latents": z.contiguous(), "labels": y.to(torch.int64).contiguous()}, str(tmp))
