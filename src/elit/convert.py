@@ -110,7 +110,8 @@ def model_config(source: str, kw: dict, min_budget: int | None = None) -> tuple[
                hidden_size=d, depth=depth, num_heads=kw["num_heads"], mlp_ratio=float(kw["mlp_ratio"]),
                num_classes=kw["num_classes"], class_dropout_prob=float(kw["class_dropout_prob"]),
                learn_sigma=bool(source == "dit" and kw["learn_sigma"]), qk_norm=False, rope=False,
-               pos_embed="sincos", time_scale=1000.0 if source == "dit" else 1.0, elit=False)
+               pos_embed="sincos", time_scale=1000.0 if source == "dit" else 1.0, elit=False,
+               prediction="epsilon" if source == "dit" else "velocity")
     if kw["class_dropout_prob"] <= 0:
         notes.append("class_dropout_prob=0: the reference has no null-class row; a zero row was added, so the "
                      "null class (unconditional pass) is untrained")

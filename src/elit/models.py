@@ -36,6 +36,9 @@ class ModelConfig:
     rope_theta: float = 10000.0
     pos_embed: str = "none"             # "sincos" (fixed absolute, as DiT) or "none" (RoPE only)
     time_scale: float = 1000.0          # sinusoid input = time_scale * t, t in [0, 1]
+    # What the output means: "velocity" (rectified flow, v = eps - x0; our models and SiT) or
+    # "epsilon" (a converted DiT: noise under DiT's discrete VP schedule; our samplers refuse it).
+    prediction: str = "velocity"
     # ---- ELIT
     elit: bool = True
     head_depth: int = 2
@@ -79,6 +82,8 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; available: {sorted(BACKBONES)}")
         if self.input_size % self.patch_size:
             raise ValueError(f"input_size {self.input_size} is not divisible by patch_size {self.patch_size}")
+        if self.prediction not in ("velocity", "epsilon"):
+            raise ValueError(f"prediction must be 'velocity' or 'epsilon', got {self.prediction!r}")
         if self.pos_embed not in ("sincos", "none"):
             raise ValueError(f"pos_embed must be 'sincos' or 'none', got {self.pos_embed!r}")
         if not self.elit:
