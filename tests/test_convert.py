@@ -339,3 +339,13 @@ def test_presets_follow_reference_defaults(capsys):
         resolve_kwargs("authors-elit", preset="DiT-XL/2")
     assert main(["convert", "--list-presets"]) == 0
     assert "ELIT-SiT-XL/2-multibudget@512" in capsys.readouterr().out
+
+
+def test_converted_dit_is_refused_by_the_rectified_flow_sampler(fixtures_dir):
+    from elit.convert import convert_checkpoint
+    from elit.sampling import sample
+    model = convert_checkpoint("dit", fixtures_dir / "dit-a" / "weights.safetensors",
+                               config=fixtures_dir / "dit-a" / "config.json")
+    assert model.config.prediction == "epsilon"
+    with pytest.raises(ValueError, match="not a rectified-flow velocity"):
+        sample(model, seeds=[0], steps=2)

@@ -62,3 +62,19 @@ def test_cli_rejects_bad_budgets(capsys):
     assert main(["flops", "--model", "ELIT-DiT-S/2", "--budgets", "0,99"]) == 2
     assert "not valid" in capsys.readouterr().err
     assert main(["flops", "--model", "nope"]) == 2
+
+
+def test_cli_sample_gflops_matches_per_budget_costs(capsys):
+    cfg = create_model_config("ELIT-DiT-S/4")
+    assert main(["flops", "--model", "ELIT-DiT-S/4", "--budgets", "4", "--steps", "10", "--guidance", "ccfg",
+                 "--weak-budget", "1", "--json", "--no-measure"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    expected = 10 * (analytic_gflops(cfg, 4) + analytic_gflops(cfg, 1))
+    assert row["sample_gflops"] == pytest.approx(expected, rel=1e-6)
+    assert row["measured"] is False
+    # autoguidance has no weak budget below the lowest one: that row says why instead of failing
+    assert main(["flops", "--model", "ELIT-DiT-S/4", "--budgets", "1,4", "--steps", "10", "--guidance", "ag",
+                 "--json", "--no-measure"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["sample_gflops"] is None and "weak budget" in rows[0]["sample_note"]
+    assert rows[1]["sample_gflops"] == pytest.approx(10 * (analytic_gflops(cfg, 4) + analytic_gflops(cfg, 1)), rel=1e-6)

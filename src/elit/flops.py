@@ -151,7 +151,7 @@ def flops_table(config: ModelConfig, budgets, input_size=None, measure=True) -> 
         analytic = analytic_gflops(config, b, size)
         row = {"latents_per_group": b, "input_size": size, "analytic_gflops": round(analytic, 4),
                "gflops": round(measured_gflops(config, b, size), 4) if measure else round(analytic, 4),
-               "fraction_of_full": round(analytic / full, 4)}
+               "fraction_of_full": round(analytic / full, 4), "measured": measure}
         rows.append(row)
     return rows
 
@@ -165,10 +165,16 @@ def run(args) -> int:
         row["model"] = args.model
         if args.steps is not None:
             from elit.sampling import sampling_gflops
-            row["sample_gflops"] = round(sampling_gflops(
-                _built_config(config, size), steps=args.steps, budget=row["latents_per_group"],
-                guidance=args.guidance, weak_budget=args.weak_budget, schedule=args.schedule,
-                sampler=args.sampler, input_size=size), 4)
+            try:  # a schedule replaces the row's budget; autoguidance has no row at the lowest budget
+                row["sample_gflops"] = round(sampling_gflops(
+                    _built_config(config, size), steps=args.steps,
+                    budget=None if args.schedule else row["latents_per_group"],
+                    guidance=args.guidance, weak_budget=args.weak_budget, schedule=args.schedule,
+                    sampler=args.sampler, input_size=size), 4)
+            except ValueError as e:
+                if len(rows) == 1:
+                    raise
+                row["sample_gflops"], row["sample_note"] = None, str(e)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -180,9 +186,12 @@ def run(args) -> int:
     print(head)
     for row in rows:
         b = "-" if row["latents_per_group"] is None else row["latents_per_group"]
-        line = f"{b:>13} {row['gflops']:>10.3f} {row['analytic_gflops']:>10.3f} {row['fraction_of_full']:>8.1%}"
-        if "sample_gflops" in row:
+        measured = f"{row['gflops']:>10.3f}" if row["measured"] else f"{'-':>10}"
+        line = f"{b:>13} {measured} {row['analytic_gflops']:>10.3f} {row['fraction_of_full']:>8.1%}"
+        if row.get("sample_gflops") is not None:
             line += f" {row['sample_gflops']:>13.2f}"
+        elif "sample_note" in row:
+            line += f"  (no run: {row['sample_note']})"
         print(line)
     if args.steps is not None:
         print(f"sampling run: {args.steps} {args.sampler} steps, guidance {args.guidance}"

@@ -1,0 +1,86 @@
+"""Labelled image grids: one row per budget (or setting), the row's label on the left.
+
+PIL only (no torchvision): images in [-1, 1] are clamped, mapped to uint8 and pasted into one
+canvas; small images are upscaled with nearest-neighbour so a 32x32 sample stays readable.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) floats in [-1, 1] -> (N, H, W, C) uint8, clamped (C = 1 or 3)."""
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
+    x = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def to_pil(image_hwc: np.ndarray) -> Image.Image:
+    return Image.fromarray(image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc,
+                           mode="L" if image_hwc.shape[-1] == 1 else "RGB")
+
+
+def save_png_atomic(image: Image.Image, path) -> pathlib.Path:
+    """Write a PNG next to `path` under a temporary name, then rename: never a half-written file."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def budget_grid(rows: list[torch.Tensor], row_labels: list[str], path, pad: int = 2,
+                min_size: int = 64) -> pathlib.Path:
+    """One PNG: row r shows `rows[r]` (n, C, H, W) in [-1, 1] with `row_labels[r]` on its left.
+
+    Rows may hold different numbers of images (shorter rows are left-aligned). Grayscale stays
+    grayscale unless a row is RGB. Returns the path written.
+    """
+    if len(rows) != len(row_labels):
+        raise ValueError(f"{len(rows)} rows but {len(row_labels)} row labels")
+    if not rows:
+        raise ValueError("budget_grid needs at least one row")
+    arrays = [to_uint8(r) for r in rows]
+    h, w = arrays[0].shape[1:3]
+    if any(a.shape[1:3] != (h, w) for a in arrays):
+        raise ValueError("all images in a grid must have the same height and width")
+    rgb = any(a.shape[-1] == 3 for a in arrays)
+    zoom = max(1, -(-min_size // h))  # ceil: upscale tiny images to at least min_size pixels
+    cell_h, cell_w = h * zoom, w * zoom
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    label_w = max(probe.textbbox((0, 0), s, font=font)[2] for s in row_labels) + 2 * pad + 4
+    cols = max(len(a) for a in arrays)
+    mode, white = ("RGB", (255, 255, 255)) if rgb else ("L", 255)
+    canvas = Image.new(mode, (label_w + cols * (cell_w + pad) + pad, len(rows) * (cell_h + pad) + pad), white)
+    draw = ImageDraw.Draw(canvas)
+    for r, (arr, label) in enumerate(zip(arrays, row_labels)):
+        top = pad + r * (cell_h + pad)
+        box = draw.textbbox((0, 0), label, font=font)
+        draw.text((pad, top + (cell_h - (box[3] - box[1])) // 2 - box[1]), label, font=font,
+                  fill=(0, 0, 0) if rgb else 0)
+        for c, img in enumerate(arr):
+            tile = to_pil(img).convert(mode).resize((cell_w, cell_h), Image.NEAREST)
+            canvas.paste(tile, (label_w + c * (cell_w + pad), top))
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_png_atomic(canvas, path)
