@@ -1,0 +1,83 @@
+"""`elit eval`: budget sweeps end to end on tiny random models, with the Fashion-MNIST feature metric."""
+import json
+
+import pytest
+import torch
+
+import elit
+from elit.cli import main
+from elit.evaluate import sweep_settings
+from elit.metrics.evaluate import compute_reference
+from elit.sampling import sampling_gflops
+
+
+def tiny(tmp_path, name, elit_on=True):
+    # 32x32 one-channel images as Fashion-MNIST models make; patch 4 -> 8x8 tokens, 4 windows, J = 4
+    kw = dict(input_size=32, in_channels=1, num_classes=10, patch_size=4, hidden_size=32, depth=3, num_heads=4)
+    model = elit.create_model("ELIT-DiT-S/4" if elit_on else "DiT-S/4",
+                              **(dict(kw, head_depth=1, tail_depth=1) if elit_on else kw))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return elit.save_pretrained(model, tmp_path / name), model
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("ref") / "fmnist-ref.npz"
+    compute_reference("fmnist-test", net="fmnist", out=str(path), num=200, progress=False)
+    return path
+
+
+def test_sweep_settings_leave_out_impossible_rows():
+    rows = sweep_settings([1, 4], ["none", "cfg", "ccfg", "ag"], [0.5, 2.0], None, 1)
+    assert {(r["latents_per_group"], r["guidance"]) for r in rows} == {
+        (1, "none"), (1, "cfg"), (1, "ccfg"), (4, "none"), (4, "cfg"), (4, "ccfg"), (4, "ag")}
+    assert len(rows) == 2 + 3 * 2 * 2 - 2          # ag at budget 1 has no weaker pass
+    assert all(r["weak_budget"] == 1 for r in rows if r["guidance"] in ("ccfg", "ag"))
+    plain = sweep_settings([None], ["none", "cfg", "ccfg", "ag"], [1.0], None, None)
+    assert [r["guidance"] for r in plain] == ["none", "cfg"]
+
+
+def test_eval_cli_sweeps_resumes_and_plots(tmp_path, ref, capsys):
+    elit_dir, elit_model = tiny(tmp_path, "elit")
+    dit_dir, _ = tiny(tmp_path, "dit", elit_on=False)
+    out, plot = tmp_path / "rows.json", tmp_path / "plot.png"
+    args = ["eval", "--model", f"e={elit_dir}", "--model", f"d={dit_dir}", "--budgets", "1,4",
+            "--guidance", "none,ccfg", "--scales", "1.5", "--num", "24", "--steps", "2", "--batch-size", "12",
+            "--ref", str(ref), "--metrics", "fd_fmnist", "--json", str(out), "--plot", str(plot), "--no-progress"]
+    assert main(args) == 0
+    rows = json.loads(out.read_text())
+    got = sorted((r["model"], r["latents_per_group"] or 0, r["guidance"]) for r in rows)
+    assert got == [("d", 0, "none"), ("e", 1, "ccfg"), ("e", 1, "none"), ("e", 4, "ccfg"), ("e", 4, "none")]
+    for r in rows:
+        assert r["fd_fmnist"] > 0 and r["num_samples"] == 24
+        if r["model"] == "e":
+            assert r["gflops_per_image"] == pytest.approx(sampling_gflops(
+                elit_model.config, steps=2, budget=r["latents_per_group"], guidance=r["guidance"],
+                weak_budget=r["weak_budget"], scale=r["scale"] if r["guidance"] != "none" else None), rel=1e-3)
+    by = {(r["latents_per_group"], r["guidance"]): r for r in rows if r["model"] == "e"}
+    assert by[(1, "none")]["gflops_per_image"] < by[(4, "none")]["gflops_per_image"] < by[(4, "ccfg")]["gflops_per_image"]
+    assert plot.is_file() and plot.stat().st_size > 1000
+    # budgets change the samples, so they change the metric
+    assert by[(1, "none")]["fd_fmnist"] != by[(4, "none")]["fd_fmnist"]
+    # rerunning the same command resumes: nothing is recomputed, the rows stay as they were
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resuming: 5 rows" in capsys.readouterr().out
+    assert json.loads(out.read_text()) == rows
+
+
+def test_eval_cli_bad_input(tmp_path, ref, capsys):
+    elit_dir, _ = tiny(tmp_path, "elit")
+    base = ["eval", "--model", str(elit_dir), "--ref", str(ref), "--metrics", "fd_fmnist", "--no-progress"]
+    assert main(base + ["--num", "1"]) == 2
+    assert "at least 2" in capsys.readouterr().err
+    assert main(base + ["--guidance", "best"]) == 2
+    assert "unknown guidance" in capsys.readouterr().err
+    assert main(base + ["--budgets", "9"]) == 2
+    assert "not valid" in capsys.readouterr().err
+    assert main(base + ["--metrics", "fid2"]) == 2
+    assert "unknown metrics" in capsys.readouterr().err
