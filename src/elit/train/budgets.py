@@ -1,0 +1,42 @@
+"""Which budget (latents kept per group) each training step uses.
+
+Multi-budget training draws J~ ~ Uniform{lo..hi} once per step. The draw is a pure function of
+(seed, step): every rank computes the same value with no collective call (sequence lengths match
+across ranks), and a resumed run draws exactly the sequence an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import random
+
+from elit.data.seeding import derive_seed
+
+_BUDGET_STREAM = 0xB0D6E7  # keeps budget draws independent of the other per-step random streams
+
+
+class BudgetSchedule:
+    def __init__(self, mode, model_budgets: list[int], seed: int, lo: int | None = None, hi: int | None = None):
+        self.seed = int(seed)
+        if not model_budgets:  # plain backbone: no interface, no budget
+            if mode != "full":
+                raise ValueError("a plain backbone has no budgets; set train.budget=full")
+            self.choices = [None]
+            return
+        if mode == "full":
+            self.choices = [model_budgets[-1]]
+        elif mode == "multi":
+            lo = model_budgets[0] if lo is None else int(lo)
+            hi = model_budgets[-1] if hi is None else int(hi)
+            if not (model_budgets[0] <= lo <= hi <= model_budgets[-1]):
+                raise ValueError(f"train.budget_min={lo} / budget_max={hi} must satisfy "
+                                 f"{model_budgets[0]} <= min <= max <= {model_budgets[-1]} (model.budgets)")
+            self.choices = list(range(lo, hi + 1))
+        else:
+            if int(mode) not in model_budgets:
+                raise ValueError(f"train.budget={mode} is not one of the model's budgets "
+                                 f"{model_budgets[0]}..{model_budgets[-1]}")
+            self.choices = [int(mode)]
+
+    def __call__(self, step: int) -> int | None:
+        if len(self.choices) == 1:
+            return self.choices[0]
+        return random.Random(derive_seed(self.seed, step, _BUDGET_STREAM)).choice(self.choices)

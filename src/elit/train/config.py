@@ -1,0 +1,221 @@
+"""Training configs: YAML files with five sections, dotted command-line overrides, strict keys.
+
+    model:  ModelConfig fields (optionally `preset: ELIT-DiT-B/2` and overrides on top of it)
+    data:   a dataset spec for `elit.data.build_dataset` ({name: fmnist | folder | latents, ...})
+    train:  objective, budgets, optimiser, EMA (TrainSettings)
+    log:    logging, checkpoints, sample grids (LogSettings)
+    system: device, precision, compile, distributed (SystemSettings)
+
+A built-in preset is named by its file stem in elit/configs (`fmnist-elit-dit`); anything else is a
+path. Overrides `train.lr=2e-4 model.hidden_size=256` beat the file. A typo must not be silently
+ignored, so every unknown key is a ValueError that lists the valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from dataclasses import dataclass, field
+from importlib import resources
+
+import yaml
+
+from elit.models import MODEL_PRESETS, ModelConfig
+
+
+@dataclass
+class TrainSettings:
+    seed: int = 0
+    max_steps: int = 1000
+    global_batch_size: int = 256        # over all ranks; each rank takes global / world_size
+    # ---- objective (elit.flow)
+    time_distribution: str = "logit_normal"   # or "uniform"
+    time_mean: float = 0.0
+    time_std: float = 1.0
+    time_shift: float = 1.0             # t' = s t / (1 + (s-1) t); 1 = off
+    # ---- budgets: "multi" draws J~ ~ Uniform{budget_min..budget_max} per step (the same on every
+    # rank); an int trains one fixed budget; "full" trains at J (and is the only choice for plain DiT).
+    budget: str | int = "multi"
+    budget_min: int | None = None       # None: the model's smallest budget
+    budget_max: int | None = None       # None: J; lower it to cap training cost (paper Table 5)
+    # ---- optimiser (paper: Adam, lr 1e-4, 10k warm-up, clip 1.0, EMA 0.9999)
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"       # "constant" after warm-up, or "cosine" decay to 0 at max_steps
+    weight_decay: float = 0.0
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0              # 0 = off
+    ema_decay: float = 0.9999
+
+
+@dataclass
+class LogSettings:
+    log_every: int = 50                 # steps between JSONL records (and TensorBoard scalars)
+    t_bins: int = 5                     # loss logged per equal-width bin of t in [0, 1]
+    ckpt_every: int = 1000
+    keep_last: int = 3                  # checkpoints kept; older ones are deleted
+    sample_every: int = 0               # steps between sample grids; 0 = only at the end
+    sample_budgets: list | None = None  # rows of the grid; None: powers of two up to J, and J
+    sample_steps: int = 40              # Euler steps (paper: 40)
+    sample_per_row: int = 10            # seeds 0..n-1, labels seed % num_classes
+    progress: bool = True               # tqdm bar on rank 0
+    tensorboard: bool = False           # DIR/tensorboard, only if tensorboard is installed
+
+
+@dataclass
+class SystemSettings:
+    device: str = "auto"                # auto: CUDA when present, else CPU
+    precision: str = "auto"             # auto: bf16 autocast on CUDA, fp32 on CPU; or "bf16" / "fp32"
+    tf32: bool = True                   # TF32 matmuls on CUDA
+    compile: bool = False               # torch.compile the model (in place, state-dict names unchanged)
+    grad_checkpointing: bool = False
+    parallel: str = "ddp"               # "ddp" or "fsdp" (FSDP2: fully_shard per block, then the root)
+    num_workers: int = 0                # DataLoader workers per rank
+    threads: int = 0                    # torch.set_num_threads; 0 = leave the default
+
+
+# Shipped as package data (pyproject: elit = ["configs/*.yaml"]); not a Python package itself.
+_PRESET_DIR = resources.files("elit") / "configs"
+SECTIONS = {"train": TrainSettings, "log": LogSettings, "system": SystemSettings}
+TOP_LEVEL = ("model", "data", "train", "log", "system")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    data: dict
+    train: TrainSettings
+    log: LogSettings
+    system: SystemSettings
+
+    def to_dict(self) -> dict:
+        return {"model": self.model.to_dict(), "data": dict(self.data), "train": dataclasses.asdict(self.train),
+                "log": dataclasses.asdict(self.log), "system": dataclasses.asdict(self.system)}
+
+
+def list_presets() -> list[str]:
+    return sorted(p.name[:-5] for p in _PRESET_DIR.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(name_or_file: str) -> dict:
+    path = pathlib.Path(name_or_file)
+    if path.is_file():
+        text = path.read_text()
+    elif name_or_file in list_presets():
+        text = _PRESET_DIR.joinpath(f"{name_or_file}.yaml").read_text()
+    else:
+        raise FileNotFoundError(f"config {name_or_file!r} is neither a file nor a built-in preset; "
+                                f"presets: {', '.join(list_presets())}")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"config {name_or_file!r} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"config {name_or_file!r} must be a mapping with sections {TOP_LEVEL}")
+    return raw
+
+
+def _parse_value(text: str):
+    value = yaml.safe_load(text) if text != "" else None
+    if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string; numbers should be numbers
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`section.key=value` pairs (value parsed as YAML) set into a copy of `raw`."""
+    raw = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in raw.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ValueError(f"override {item!r} must look like section.key=value (e.g. train.lr=2e-4); "
+                             f"sections: {', '.join(TOP_LEVEL)}")
+        section, name = parts
+        if section not in TOP_LEVEL:
+            raise ValueError(f"unknown config section {section!r} in override {item!r}; valid: {', '.join(TOP_LEVEL)}")
+        raw.setdefault(section, {})[name] = _parse_value(text)
+    return raw
+
+
+def _coerce(cls, section: str, values: dict):
+    valid = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown config key {section}.{unknown[0]}; valid keys in {section!r}: "
+                         f"{', '.join(valid)}")
+    out = {}
+    for name, value in values.items():
+        default = valid[name].default
+        # YAML gives ints for "1" and strings for "1e-4"; make them the field's type.
+        if isinstance(default, float) and not isinstance(default, bool) and isinstance(value, (int, str)) \
+                and not isinstance(value, bool):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{section}.{name} must be a number, got {value!r}") from None
+        out[name] = value
+    return cls(**out)
+
+
+def resolve_config(raw: dict) -> RunConfig:
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise ValueError(f"unknown config section {unknown[0]!r}; valid sections: {', '.join(TOP_LEVEL)}")
+    for section in TOP_LEVEL:
+        if not isinstance(raw.get(section) or {}, dict):
+            raise ValueError(f"config section {section!r} must be a mapping, got {raw[section]!r}")
+    model_raw = dict(raw.get("model") or {})
+    preset = model_raw.pop("preset", None)
+    if preset is not None:
+        if preset not in MODEL_PRESETS:
+            raise ValueError(f"unknown model preset model.preset={preset!r}; available: {', '.join(MODEL_PRESETS)}")
+        model_raw = {**MODEL_PRESETS[preset], **model_raw}
+    model_fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    bad = sorted(set(model_raw) - set(model_fields))
+    if bad:
+        raise ValueError(f"unknown config key model.{bad[0]}; valid keys in 'model': preset, {', '.join(model_fields)}")
+    model = _coerce(ModelConfig, "model", model_raw)
+    model.validate()
+    data = dict(raw.get("data") or {})
+    if "name" not in data:
+        raise ValueError("config section 'data' needs a 'name' (fmnist, folder or latents)")
+    cfg = RunConfig(model=model, data=data, **{s: _coerce(cls, s, dict(raw.get(s) or {})) for s, cls in SECTIONS.items()})
+    check_settings(cfg)
+    return cfg
+
+
+def check_settings(cfg: RunConfig) -> None:
+    t, lg, sy = cfg.train, cfg.log, cfg.system
+    if isinstance(t.budget, str) and t.budget not in ("multi", "full"):
+        raise ValueError(f"train.budget must be 'multi', 'full' or an int (latents per group), got {t.budget!r}")
+    if not cfg.model.elit and t.budget != "full":
+        raise ValueError(f"a plain backbone (model.elit=false) has no budgets: set train.budget=full "
+                         f"(got {t.budget!r})")
+    if getattr(cfg.model, "prediction", "velocity") != "velocity":
+        raise ValueError(f"elit train trains rectified-flow velocity models; model.prediction="
+                         f"{cfg.model.prediction!r} is for converted DiT checkpoints (set model.prediction=velocity)")
+    if t.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {t.lr_schedule!r}")
+    if t.max_steps < 1 or t.global_batch_size < 1:
+        raise ValueError("train.max_steps and train.global_batch_size must be >= 1")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ValueError(f"train.ema_decay must lie in [0, 1), got {t.ema_decay}")
+    if min(lg.log_every, lg.ckpt_every, lg.keep_last, lg.t_bins) < 1:
+        raise ValueError("log.log_every, log.ckpt_every, log.keep_last and log.t_bins must be >= 1")
+    if sy.parallel not in ("ddp", "fsdp"):
+        raise ValueError(f"system.parallel must be 'ddp' or 'fsdp', got {sy.parallel!r}")
+    if sy.precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"system.precision must be 'auto', 'bf16' or 'fp32', got {sy.precision!r}")
+    if sy.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"system.device must be 'auto', 'cpu' or 'cuda', got {sy.device!r}")
+
+
+def load_config(name_or_file: str, overrides: list[str] = ()) -> RunConfig:
+    return resolve_config(apply_overrides(read_yaml(name_or_file), list(overrides)))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,298 @@
+"""The training loop: rectified flow, multi-budget draws, AdamW + warm-up, EMA, bf16, DDP/FSDP2,
+atomic resumable checkpoints, JSONL/TensorBoard logs, sample grids, export of the EMA model.
+
+Reproducibility: every random draw of step s (noise, t, class dropout, budget) comes from a stream
+seeded by (seed, s), drawn for the *global* batch and sliced for this rank exactly as the data
+sampler shards items (rank r holds global positions r, r+K, ...). So a resumed run repeats an
+uninterrupted one bit for bit on the CPU, and K ranks with batch b compute what one rank with batch
+K*b computes, up to float summation order.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import pathlib
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from elit.data import build_dataset, infinite_batches
+from elit.data.seeding import derive_seed
+from elit.flow import TimeSampler, flow_loss
+from elit.hub import save_pretrained
+from elit.models import ELITModel, ModelConfig
+from elit.train import distributed as D
+from elit.train.budgets import BudgetSchedule
+from elit.train.checkpoint import list_checkpoints, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from elit.train.config import RunConfig, dump_config
+from elit.train.ema import EMA
+from elit.train.logger import LossStats, RunLog
+from elit.train.samples import write_budget_grid
+
+_NOISE_STREAM = 0x5EED  # per-step stream for eps, t and class dropout
+
+
+def check_model_fits_data(model: ModelConfig, dataset) -> None:
+    """Refuse, before any compute, a model that cannot train on this data."""
+    C, H, W = dataset.image_shape
+    fix = "change the model.* keys or pick a config made for this data"
+    if C != model.in_channels:
+        raise ValueError(f"the data has {C} channels but model.in_channels={model.in_channels}; "
+                         f"set model.in_channels={C} ({fix})")
+    if H != W:
+        raise ValueError(f"the data is {H}x{W}; only square inputs are supported")
+    if H != model.input_size:
+        raise ValueError(f"the data is {H}x{W} but model.input_size={model.input_size}; "
+                         f"set model.input_size={H} ({fix})")
+    if H % model.patch_size:
+        raise ValueError(f"resolution {H} is not divisible by model.patch_size={model.patch_size}")
+    if model.elit:
+        from elit.interface import check_grid
+        grid = (H // model.patch_size,) * 2
+        window = model.resolved_window()
+        try:
+            check_grid(grid, window)
+        except ValueError:
+            raise ValueError(f"resolution {H} with patch {model.patch_size} gives a {grid[0]}x{grid[1]} token grid, "
+                             f"which windows of {window[0]}x{window[1]} tokens do not divide; set model.window "
+                             f"to a divisor of {grid[0]} (e.g. model.window=[{grid[0] // 4 or 1},{grid[1] // 4 or 1}]) "
+                             f"or change the resolution") from None
+    if model.num_classes not in (0, dataset.num_classes):
+        raise ValueError(f"the data has {dataset.num_classes} classes but model.num_classes={model.num_classes}; "
+                         f"set model.num_classes={dataset.num_classes} (or 0 for an unconditional model)")
+
+
+def _lr_lambda(cfg):
+    t = cfg.train
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else 1.0
+        if t.lr_schedule == "cosine":
+            progress = min(1.0, step / max(1, t.max_steps))
+            return warm * 0.5 * (1 + math.cos(math.pi * progress))
+        return warm
+    return factor
+
+
+def _config_diff(old: dict, new: dict) -> list[str]:
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, out, env: D.DistEnv):
+        self.cfg, self.env, self.out = cfg, env, pathlib.Path(out)
+        sy, tr = cfg.system, cfg.train
+        if sy.threads:
+            torch.set_num_threads(sy.threads)
+        if env.device.type == "cuda" and sy.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.amp = sy.precision == "bf16" or (sy.precision == "auto" and env.device.type == "cuda")
+        if tr.global_batch_size % env.world_size:
+            raise ValueError(f"train.global_batch_size={tr.global_batch_size} is not divisible by the "
+                             f"{env.world_size} processes")
+        # A null key means "not given" (so a preset's `root: null` can be left for the command line).
+        self.dataset = build_dataset({k: v for k, v in cfg.data.items() if v is not None})
+        check_model_fits_data(cfg.model, self.dataset)
+
+        torch.manual_seed(tr.seed)  # identical init on every rank (FSDP2 does not broadcast weights)
+        model = ELITModel(ModelConfig.from_dict(cfg.model.to_dict())).to(env.device)
+        model.grad_checkpointing = sy.grad_checkpointing
+        self.schedule = BudgetSchedule(tr.budget, model.budgets, tr.seed, tr.budget_min, tr.budget_max)
+        self.null_class = model.null_class_id
+        for b in cfg.log.sample_budgets or []:  # fail now, not after hours of training
+            try:
+                model.resolve_budget(b)
+            except ValueError as e:
+                raise ValueError(f"log.sample_budgets: {e}") from None
+        self.wrapped = D.wrap_model(model, sy.parallel, env)
+        self.model = model  # parameter names are those of the bare model under DDP and FSDP2 alike
+        if sy.compile:
+            self.wrapped.compile()
+        self.ema = EMA(model, tr.ema_decay)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, betas=tuple(tr.betas),
+                                           weight_decay=tr.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg))
+        self.loader = infinite_batches(self.dataset, tr.global_batch_size // env.world_size, seed=tr.seed,
+                                       rank=env.rank, world_size=env.world_size, num_workers=sy.num_workers,
+                                       pin_memory=env.device.type == "cuda")
+        self.time_sampler = TimeSampler(tr.time_distribution, tr.time_mean, tr.time_std, tr.time_shift)
+        self.step = 0
+        self.log = RunLog(self.out, env.is_main, cfg.log.tensorboard)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        """Full training state (collectives under FSDP: every rank calls it)."""
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"model": D.model_state(self.model), "ema": self.ema.full_state(),
+                "optimizer": D.optimizer_state(self.model, self.optimizer),
+                "scheduler": self.scheduler.state_dict(), "rng": rng, "data": self.loader.state_dict(),
+                "fsdp": D.is_fsdp(self.model), "config": self.cfg.to_dict()}
+
+    def save(self) -> None:
+        state = self.state()
+        if self.env.is_main:
+            save_checkpoint(self.out, self.step, state, self.cfg.log.keep_last)
+        D.barrier()
+
+    def resume(self) -> bool:
+        found = list_checkpoints(self.out)
+        if not found:
+            return False
+        path = found[-1]
+        ckpt = load_checkpoint(path)
+        old, new = ckpt["config"]["model"], self.cfg.model.to_dict()
+        if old != new:
+            raise ValueError(f"{self.out} holds a run of a different model ({'; '.join(_config_diff(old, new))}); "
+                             f"restore those model settings to resume, or use a new --out to start a new run")
+        if ckpt["fsdp"] != D.is_fsdp(self.model):
+            was = "fsdp" if ckpt["fsdp"] else "ddp/single-process"
+            raise ValueError(f"checkpoint {path.name} was written by a {was} run; resume it with the same "
+                             f"system.parallel setting")
+        for section in ("train", "data"):
+            diff = _config_diff(ckpt["config"][section], self.cfg.to_dict()[section])
+            if diff and self.env.is_main:
+                print(f"elit train: resuming with changed {section} settings: {'; '.join(diff)}")
+        D.load_model_state(self.model, ckpt["model"])
+        self.ema.load_full_state(ckpt["ema"])
+        D.load_optimizer_state(self.model, self.optimizer, ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.loader.load_state_dict(ckpt["data"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        self.step = int(ckpt["step"])
+        if self.env.is_main:
+            self._truncate_log()
+            print(f"elit train: resumed from {path} (step {self.step})")
+        return True
+
+    def _truncate_log(self) -> None:
+        """Drop records a killed run wrote after its last checkpoint: the continuation rewrites them."""
+        if self.log.path.is_file():
+            lines = self.log.path.read_text().splitlines()
+            kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= self.step]
+            self.log.path.write_text("".join(l + "\n" for l in kept))
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, x: torch.Tensor, y: torch.Tensor):
+        env, tr = self.env, self.cfg.train
+        dev = env.device
+        x = x.to(dev, torch.float32, non_blocking=True)
+        budget = self.schedule(self.step)
+        g = torch.Generator(dev).manual_seed(derive_seed(tr.seed, self.step, _NOISE_STREAM))
+        n = tr.global_batch_size  # draw for the global batch, keep this rank's positions
+        eps = torch.randn((n, *x.shape[1:]), generator=g, device=dev)
+        t = self.time_sampler(n, g, dev)
+        drop = torch.rand(n, generator=g, device=dev) < self.cfg.model.class_dropout_prob
+        mine = slice(env.rank, None, env.world_size)
+        eps, t, drop = eps[mine], t[mine], drop[mine]
+        if self.cfg.model.num_classes > 0:
+            y = torch.where(drop, torch.full_like(y, self.null_class), y.to(dev))
+        else:
+            y = None
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
+            per_sample = flow_loss(self.wrapped, x, y, t, eps, budget=budget)
+        self.optimizer.zero_grad(set_to_none=True)
+        per_sample.mean().backward()
+        grad_norm = None
+        if tr.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update(self.model)
+        return per_sample, t, budget, grad_norm
+
+    # ------------------------------------------------------------------ loop
+    def sample_grid(self) -> pathlib.Path | None:
+        ema = self.ema.full_state()  # collective under FSDP
+        path = None
+        if self.env.is_main:
+            model = self.ema_model(ema)
+            lg = self.cfg.log
+            path = self.out / "samples" / f"step-{self.step:07d}.png"
+            try:
+                write_budget_grid(model, path, lg.sample_budgets, lg.sample_steps, lg.sample_per_row)
+            except ImportError as e:  # the sampler is an optional part of a partial install
+                print(f"elit train: no sample grid ({e})")
+                path = None
+        D.barrier()
+        return path
+
+    def ema_model(self, ema_state: dict) -> ELITModel:
+        model = ELITModel(ModelConfig.from_dict(self.cfg.model.to_dict()))
+        model.load_state_dict(ema_state)
+        return model.to(self.env.device).eval()
+
+    def run(self) -> dict:
+        cfg, env, tr, lg = self.cfg, self.env, self.cfg.train, self.cfg.log
+        if env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out)
+        D.barrier()
+        self.resume()  # refuses a mismatched run before anything in DIR is rewritten
+        if env.is_main:
+            (self.out / "config.yaml").write_text(dump_config(cfg))
+        budgets = self.schedule.choices
+        stats = LossStats(lg.t_bins, budgets, env.device)
+        bar = tqdm(total=tr.max_steps, initial=self.step, disable=not (env.is_main and lg.progress),
+                   desc="train", unit="step", dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line per 30 s
+        batches = iter(self.loader)
+        tick, since = time.perf_counter(), 0
+        grid = None
+        self.wrapped.train()
+        while self.step < tr.max_steps:
+            x, y = next(batches)
+            per_sample, t, budget, grad_norm = self.train_step(x, y)
+            stats.add(self.step, per_sample, t, budget)
+            self.step += 1
+            since += 1
+            bar.update(1)
+            last = self.step == tr.max_steps
+            if self.step % lg.log_every == 0 or last:
+                record = stats.reduce(env.world_size)  # collective
+                elapsed = time.perf_counter() - tick
+                record = {"step": self.step, **record, "lr": self.scheduler.get_last_lr()[0],
+                          "images_per_s": since * tr.global_batch_size / elapsed, "budget": budget,
+                          "grad_norm": None if grad_norm is None else float(D.full_tensor(grad_norm))}
+                self.log.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", budget=budget, img_s=f"{record['images_per_s']:.0f}")
+                tick, since = time.perf_counter(), 0
+            if self.step % lg.ckpt_every == 0 or last:
+                self.save()
+            if (lg.sample_every and self.step % lg.sample_every == 0) or last:
+                grid = self.sample_grid()
+            if self.step % lg.ckpt_every == 0 or last or (lg.sample_every and self.step % lg.sample_every == 0):
+                tick, since = time.perf_counter(), 0  # throughput excludes checkpoint and sampling time
+        bar.close()
+        ema = self.ema.full_state()
+        model_dir = self.out / "model"
+        if env.is_main:
+            save_pretrained(self.ema_model(ema), model_dir,
+                            extra={"training": {"step": self.step, "ema_decay": tr.ema_decay, "config": cfg.to_dict()}})
+        self.log.close()
+        D.barrier()
+        return {"step": self.step, "out": str(self.out), "model": str(model_dir), "grid": grid and str(grid),
+                "is_main": env.is_main}
+
+
+def train(cfg: RunConfig, out) -> dict:
+    """Train (or resume) the run in folder `out`; returns {'step', 'out', 'model', 'grid'}.
+    Launch under torchrun for DDP/FSDP; a single process otherwise."""
+    env = D.init_distributed(cfg.system.device)
+    try:
+        trainer = Trainer(cfg, out, env)
+        result = trainer.run()
+    except BaseException:
+        D.abort()  # no barrier: the other ranks may be stuck or gone
+        raise
+    del trainer  # free the model before tearing the process group down
+    gc.collect()
+    D.shutdown()
+    return result
