@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak dense TFLOPs at the training precision (e.g. 989 for an H100 "
+                             "SXM in bf16): adds model FLOPs utilisation (MFU)")
     parser.add_argument("overrides", nargs="*", help="section.key=value applied to every variant")
     args = parser.parse_args()
     if args.threads:
@@ -59,7 +62,8 @@ def main() -> None:
     print(f"device {env.device}, {threads} threads, {args.steps} timed steps per variant, "
           f"torch {torch.__version__}")
     base = None
-    print(f"{'variant':<24} {'batch':>5} {'img/s':>8} {'vs DiT':>7} {'fwd GFLOPs/img':>15}")
+    mfu_head = f" {'train TFLOP/s':>13} {'MFU':>6}" if args.peak_tflops else ""
+    print(f"{'variant':<24} {'batch':>5} {'img/s':>8} {'vs DiT':>7} {'fwd GFLOPs/img':>15}{mfu_head}")
     rows = []
     for name, tr in trainers.items():
         cfg = tr.cfg
@@ -70,7 +74,11 @@ def main() -> None:
         if name.startswith("DiT"):
             base = ips
     for name, batch, ips, gflops in rows:
-        print(f"{name:<24} {batch:>5} {ips:>8.1f} {ips / base:>6.2f}x {gflops:>15.3f}")
+        line = f"{name:<24} {batch:>5} {ips:>8.1f} {ips / base:>6.2f}x {gflops:>15.3f}"
+        if args.peak_tflops:  # training = forward + backward = 3 x the forward's model FLOPs
+            achieved = 3 * gflops * ips / 1e3
+            line += f" {achieved:>13.2f} {achieved / args.peak_tflops:>6.1%}"
+        print(line)
     print("GFLOPs: analytic, one forward per image, 2 x multiply-adds (multi-budget: mean over the drawn budgets)")
 
 

@@ -66,7 +66,7 @@ def _npz_keys(path) -> list[str]:
 
 
 def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, metrics, refs, extractors,
-                 batch_size: int, seed_start: int = 0, progress: bool = True) -> dict:
+                 batch_size: int, seed_start: int = 0, progress: bool = True, fd_method: str = "sqrtm") -> dict:
     """Generate `num` images (seeds seed_start..) at one setting and measure them."""
     from elit.sampling import iter_batches, sampling_gflops
     from elit.viz import to_uint8
@@ -89,7 +89,8 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
             gen_seconds += time.perf_counter() - start
             yield to_uint8(images)
 
-    res = compute_metrics(batches(), refs, metrics, batch_size=batch_size, extractors=extractors, progress=False)
+    res = compute_metrics(batches(), refs, metrics, batch_size=batch_size, extractors=extractors, progress=False,
+                          fd_method=fd_method)
     gflops = sampling_gflops(model.config, steps=steps, budget=setting["latents_per_group"],
                              guidance=setting["guidance"], weak_budget=setting["weak_budget"], sampler=sampler,
                              scale=options["scale"])
@@ -116,7 +117,7 @@ def _write_json_atomic(path: pathlib.Path, rows: list[dict]) -> None:
 
 def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps: int, sampler: str, metrics, ref,
               batch_size: int = 64, json_path=None, progress: bool = True, net_kwargs: dict | None = None,
-              seed_start: int = 0) -> list[dict]:
+              seed_start: int = 0, fd_method: str = "sqrtm") -> list[dict]:
     """Evaluate every model (label -> model) at its settings (label -> list of settings, see
     `sweep_settings`); resume from and append to json_path."""
     metrics = tuple(metrics)
@@ -128,6 +129,8 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     refs = reference_stats(ref, nets, extractors, batch_size, progress)
     path = pathlib.Path(json_path) if json_path else None
     rows = json.loads(path.read_text()) if path and path.is_file() else []
+    # A saved row counts as done only if it carries every metric asked for now; others are redone.
+    rows = [r for r in rows if all(r.get(m) is not None for m in metrics)]
     done = {_key(r) for r in rows}
     todo = [(label, s) for label in models for s in settings[label]
             if _key({**s, "model": label, "steps": steps, "sampler": sampler}) not in done]
@@ -140,7 +143,7 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
               flush=True)
         row = evaluate_row(models[label], setting, num=num, steps=steps, sampler=sampler, metrics=metrics,
                            refs=refs, extractors=extractors, batch_size=batch_size, progress=progress,
-                           seed_start=seed_start)
+                           seed_start=seed_start, fd_method=fd_method)
         row = {"model": label, **row}
         rows.append(row)
         print("   " + ", ".join(f"{m}={row[m]:.3f}" for m in metrics) + f", {row['gflops_per_image']:.2f} GFLOPs/img",
@@ -224,6 +227,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", default=None, help="write (and resume from) the rows as JSON")
     parser.add_argument("--plot", default=None, help="write a quality-vs-GFLOPs plot (PNG)")
     parser.add_argument("--plot-metric", default=None, help="metric on the plot's y axis (default: the first)")
+    parser.add_argument("--fd-method", default="sqrtm", choices=["sqrtm", "eigh"],
+                        help="matrix square root of the Frechet distance: scipy sqrtm (the pytorch-fid/ADM "
+                             "recipe) or a symmetric eigendecomposition (same value, faster)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -269,7 +275,7 @@ def run(args) -> int:
         settings[label] = sweep_settings(budgets, guidances, scales, args.weak_budget, m.budgets[0])
     rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
                      ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
-                     seed_start=args.seed_start)
+                     seed_start=args.seed_start, fd_method=args.fd_method)
     print(format_table(rows, metrics))
     for m, proto in rows[-1]["protocols"].items() if rows else []:
         print(f"{m}: {proto}")

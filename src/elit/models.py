@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from elit.backbones import BACKBONES
-from elit.interface import InterfaceSettings, LatentInterface
+from elit.interface import InterfaceSettings, LatentInterface, check_grid
 
 
 @dataclass
@@ -193,9 +193,7 @@ class ELITModel(nn.Module):
         t, y = self._check_inputs(x, t, y)
         bb = self.backbone
         state = bb.embed(x, t, y)
-        if self.interface is not None:
-            # Fail before any compute when the windows do not divide this resolution.
-            from elit.interface import check_grid
+        if self.interface is not None:  # fail before any block runs if the windows do not fit
             check_grid(state.grid, self.interface.window)
         spatial_rope = bb.rope(bb.spatial_coordinates(state.grid), x.device)
         head, core, tail = self.layout()
