@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import pathlib
 import pickle
 
 import torch
+
+from elit.jsonio import read_json
 
 # Entries of a training checkpoint, best first: EMA weights are what both references sample with.
 STATE_ENTRIES = ("ema", "model", "state_dict")
@@ -81,12 +82,7 @@ def unwrap_checkpoint(obj, info: dict | None = None) -> tuple[dict, dict]:
 def read_config_file(path) -> dict:
     """Constructor kwargs from a JSON file whose `constructor_kwargs` object holds them."""
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    meta = read_json(path, "config file")
     if not isinstance(meta, dict) or not isinstance(meta.get("constructor_kwargs"), dict):
         raise ValueError(f"{path} must be a JSON object with a 'constructor_kwargs' object holding the "
                          f"reference constructor's keyword arguments")

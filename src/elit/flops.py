@@ -20,7 +20,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from elit.models import ELITModel, ModelConfig, MODEL_PRESETS, create_model
+from elit.models import ELITModel, ModelConfig, MODEL_PRESETS
 
 
 def _geometry(cfg: ModelConfig, input_size: int | None):

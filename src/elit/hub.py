@@ -14,6 +14,7 @@ import tempfile
 import torch
 from safetensors.torch import load_file, save_file
 
+from elit.jsonio import read_json
 from elit.models import ELITModel, ModelConfig
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
@@ -49,10 +50,7 @@ def read_config(path) -> tuple[ModelConfig, dict]:
     if not cfg_file.is_file() or not (path / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{path} is not an elit model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
                                 f"train one with `elit train` or convert one with `elit convert`)")
-    try:
-        meta = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    meta = read_json(cfg_file, "model config")
     if meta.get("format") != FORMAT or "model" not in meta:
         raise ValueError(f"{cfg_file} is not an elit model config (format {meta.get('format')!r}, "
                          f"expected {FORMAT!r})")

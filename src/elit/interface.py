@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from elit.layers import CrossAttention, Mlp, modulate
+from elit.layers import CrossAttention, Mlp
 
 
 # ----------------------------------------------------------------------------- grouping

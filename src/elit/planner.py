@@ -25,20 +25,15 @@ import time
 
 import torch
 
+from elit.jsonio import read_json
+
 REQUIRED = ("steps", "guidance", "gflops_per_image", "metric", "value", "lower_is_better")
 PROXY_METRIC = "proxy_rmse_to_reference"
 
 
 # ---------------------------------------------------------------------- tables
 def load_table(path) -> list[dict]:
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"table {path} not found")
-    try:
-        rows = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    return check_table(rows, str(path))
+    return check_table(read_json(path, "table"), str(path))
 
 
 def check_table(rows, where: str = "table") -> list[dict]:
