@@ -323,3 +323,15 @@ def test_center_crop_box_filter():
     board = ((np.indices((64, 96)).sum(0) % 2) * 255).astype(np.uint8)
     out = center_crop_arr(Image.fromarray(board).convert("RGB"), 16)
     assert out.shape == (16, 16, 3) and np.abs(out.astype(float) - 127.5).max() <= 1
+
+
+def test_synthetic_dataset_is_deterministic_and_checked():
+    from elit.data import build_dataset
+    ds = build_dataset({"name": "synthetic", "shape": [4, 8, 8], "num_classes": 7, "size": 20, "seed": 3})
+    again = build_dataset({"name": "synthetic", "shape": [4, 8, 8], "num_classes": 7, "size": 20, "seed": 3})
+    other = build_dataset({"name": "synthetic", "shape": [4, 8, 8], "num_classes": 7, "size": 20, "seed": 4})
+    x, y = ds[9]
+    assert len(ds) == 20 and ds.image_shape == (4, 8, 8) and x.shape == (4, 8, 8) and int(y) == 9 % 7
+    assert torch.equal(x, again[9][0]) and not torch.equal(x, other[9][0]) and not torch.equal(x, ds[8][0])
+    with pytest.raises(ValueError, match="shape"):
+        build_dataset({"name": "synthetic", "shape": [4, 8]})

@@ -12,6 +12,7 @@ from elit.data.fashion_mnist import CLASS_NAMES, FashionMNIST, load_fashion_mnis
 from elit.data.image_folder import ImageFolder, center_crop_arr
 from elit.data.latents import LatentShardDataset, LatentShardWriter
 from elit.data.sampler import InfiniteLoader, ResumableSampler, infinite_batches
+from elit.data.synthetic import SyntheticDataset
 
 # name -> (constructor, accepted spec keys besides "name")
 _DATASETS = {
@@ -21,6 +22,10 @@ _DATASETS = {
                {"root", "image_size", "flip", "seed"}),
     "latents": (lambda s: LatentShardDataset(_need_root(s), flip=s.get("flip", False), seed=s.get("seed", 0)),
                 {"root", "flip", "seed"}),
+    # Benchmarks only: noise with labels, so a GPU machine without datasets can measure throughput.
+    "synthetic": (lambda s: SyntheticDataset(shape=s.get("shape", (4, 32, 32)), num_classes=s.get("num_classes", 1000),
+                                             size=s.get("size", 100_000), seed=s.get("seed", 0)),
+                  {"shape", "num_classes", "size", "seed", "root", "flip"}),  # root/flip: ignored
 }
 _ALIASES = {"fashion-mnist": "fmnist", "fashion_mnist": "fmnist", "image_folder": "folder",
             "imagefolder": "folder", "latent_shards": "latents"}
@@ -53,4 +58,4 @@ def build_dataset(spec: dict) -> Dataset:
 
 __all__ = ["CLASS_NAMES", "FashionMNIST", "ImageFolder", "InfiniteLoader", "LatentShardDataset",
            "LatentShardWriter", "ResumableSampler", "build_dataset", "center_crop_arr", "infinite_batches",
-           "load_fashion_mnist"]
+           "load_fashion_mnist", "SyntheticDataset"]
