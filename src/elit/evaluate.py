@@ -66,8 +66,10 @@ def _npz_keys(path) -> list[str]:
 
 
 def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, metrics, refs, extractors,
-                 batch_size: int, seed_start: int = 0, progress: bool = True, fd_method: str = "sqrtm") -> dict:
-    """Generate `num` images (seeds seed_start..) at one setting and measure them."""
+                 batch_size: int, seed_start: int = 0, progress: bool = True, fd_method: str = "sqrtm",
+                 decode=None) -> dict:
+    """Generate `num` images (seeds seed_start..) at one setting and measure them. `decode` turns a
+    latent-space model's samples into pixels (elit.vae.LatentDecoder)."""
     from elit.sampling import iter_batches, sampling_gflops
     from elit.viz import to_uint8
 
@@ -86,6 +88,8 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
                 _, _, images = next(it)
             except StopIteration:
                 return
+            if decode is not None:   # a latent model's images/s includes its decoder
+                images = decode(images)
             gen_seconds += time.perf_counter() - start
             yield to_uint8(images)
 
@@ -117,7 +121,7 @@ def _write_json_atomic(path: pathlib.Path, rows: list[dict]) -> None:
 
 def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps: int, sampler: str, metrics, ref,
               batch_size: int = 64, json_path=None, progress: bool = True, net_kwargs: dict | None = None,
-              seed_start: int = 0, fd_method: str = "sqrtm") -> list[dict]:
+              seed_start: int = 0, fd_method: str = "sqrtm", decode=None) -> list[dict]:
     """Evaluate every model (label -> model) at its settings (label -> list of settings, see
     `sweep_settings`); resume from and append to json_path."""
     metrics = tuple(metrics)
@@ -143,7 +147,7 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
               flush=True)
         row = evaluate_row(models[label], setting, num=num, steps=steps, sampler=sampler, metrics=metrics,
                            refs=refs, extractors=extractors, batch_size=batch_size, progress=progress,
-                           seed_start=seed_start, fd_method=fd_method)
+                           seed_start=seed_start, fd_method=fd_method, decode=decode)
         row = {"model": label, **row}
         rows.append(row)
         print("   " + ", ".join(f"{m}={row[m]:.3f}" for m in metrics) + f", {row['gflops_per_image']:.2f} GFLOPs/img",
@@ -230,6 +234,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fd-method", default="sqrtm", choices=["sqrtm", "eigh"],
                         help="matrix square root of the Frechet distance: scipy sqrtm (the pytorch-fid/ADM "
                              "recipe) or a symmetric eigendecomposition (same value, faster)")
+    parser.add_argument("--vae", default=None, help="AutoencoderKL that decodes latent-space models' samples")
+    parser.add_argument("--vae-subfolder", default=None)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -273,9 +279,13 @@ def run(args) -> int:
         if bad:
             raise ValueError(f"budgets {bad} are not valid for model {label} (valid: {m.budgets})")
         settings[label] = sweep_settings(budgets, guidances, scales, args.weak_budget, m.budgets[0])
+    decode = None
+    if args.vae:
+        from elit.vae import LatentDecoder, load_vae
+        decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=args.device))
     rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
                      ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
-                     seed_start=args.seed_start, fd_method=args.fd_method)
+                     seed_start=args.seed_start, fd_method=args.fd_method, decode=decode)
     print(format_table(rows, metrics))
     for m, proto in rows[-1]["protocols"].items() if rows else []:
         print(f"{m}: {proto}")

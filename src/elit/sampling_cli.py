@@ -50,6 +50,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--grid", action="store_true", help="also write grid.png (rows of 8, labelled)")
     parser.add_argument("--npz", action="store_true", help="also write samples_NxHxWxC.npz (arr_0 uint8 "
                                                            "NHWC, arr_1 labels)")
+    parser.add_argument("--vae", default=None, help="diffusers AutoencoderKL (folder or hub name) that decodes "
+                                                     "a latent-space model's samples to pixels")
+    parser.add_argument("--vae-subfolder", default=None)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
 
@@ -81,9 +84,13 @@ def run(args) -> int:
         raise ValueError("give either --budget or --schedule, not both")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_pretrained(args.model, device=device, dtype=DTYPES[args.dtype])
-    if model.config.in_channels not in (1, 3):
-        raise ValueError(f"this model samples {model.config.in_channels}-channel latents; decoding them to PNG "
-                         f"needs a VAE, which `elit sample` does not run yet")
+    decode = None
+    if args.vae:
+        from elit.vae import LatentDecoder, load_vae
+        decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=device))
+    elif model.config.in_channels not in (1, 3):
+        raise ValueError(f"this model samples {model.config.in_channels}-channel latents; pass --vae with the "
+                         f"AutoencoderKL its training latents came from to decode them to PNG")
     options = options_from_args(args)
     seeds = parse_seeds(args.seeds)
     labels = resolve_labels(_labels_arg(args.labels, model), seeds, model.config.num_classes)
@@ -102,7 +109,7 @@ def run(args) -> int:
             cache = TeaCache(model, args.cache)
         for batch_seeds, _, images in iter_batches(model, seeds, labels, batch_size=args.batch_size,
                                                    progress=True, cache=cache, **options):
-            pixels = to_uint8(images)
+            pixels = to_uint8(decode(images) if decode else images)
             for seed, image in zip(batch_seeds, pixels):
                 to_pil(image).save(staging / f"{seed:06d}.png")
             arrays.append(pixels)

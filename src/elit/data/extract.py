@@ -18,6 +18,7 @@ from tqdm import tqdm
 from elit.data.image_folder import ImageFolder
 from elit.data.latents import LatentShardWriter
 from elit.data.seeding import derive_seed
+from elit.vae import load_vae
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -40,19 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-dtype", choices=["float16", "float32"], default="float16",
                         help="storage dtype (float16 halves the disk size; default)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for image decoding")
-
-
-def load_vae(name: str, subfolder: str | None, dtype: torch.dtype):
-    try:
-        from diffusers import AutoencoderKL
-    except ImportError as e:
-        raise ValueError("extract-latents needs diffusers: pip install 'elit[diffusers]'") from e
-    try:
-        vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder, torch_dtype=dtype)
-    except (OSError, EnvironmentError) as e:  # missing folder / not on the hub / offline
-        raise FileNotFoundError(f"cannot load AutoencoderKL {name!r}"
-                                f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {e}") from e
-    return vae.eval().requires_grad_(False)
 
 
 def _settings(args, data: ImageFolder) -> dict:

@@ -1,0 +1,43 @@
+"""The VAE around latent-space models: load a diffusers AutoencoderKL, turn latents into pixels.
+
+Latents are stored as (z - shift_factor) * scaling_factor (`elit extract-latents`), so the decoder
+undoes exactly that: vae.decode(x / scaling_factor + shift_factor). Both factors come from the
+VAE's config unless given (SD's VAE has no shift_factor; FLUX/SD3 VAEs have one).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def load_vae(name: str, subfolder: str | None = None, dtype: torch.dtype = torch.float32, device="cpu"):
+    """A diffusers AutoencoderKL from a folder or hub name (offline: only from a folder or the cache)."""
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError as e:
+        raise ValueError("VAE models need diffusers: pip install 'elit[diffusers]'") from e
+    try:
+        vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder, torch_dtype=dtype)
+    except (OSError, EnvironmentError) as e:  # missing folder / not on the hub / offline
+        raise FileNotFoundError(f"cannot load AutoencoderKL {name!r}"
+                                f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {e}") from e
+    return vae.to(device).eval().requires_grad_(False)
+
+
+class LatentDecoder:
+    """Callable: model-space latents (N, C, h, w) -> images (N, 3, H, W) in [-1, 1], float32 on the CPU."""
+
+    def __init__(self, vae, scaling_factor: float | None = None, shift_factor: float | None = None):
+        self.vae = vae
+        self.scaling_factor = float(scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
+        shift = shift_factor if shift_factor is not None else vae.config.get("shift_factor", None)
+        self.shift_factor = float(shift) if shift is not None else 0.0
+        self.latent_channels = int(vae.config.latent_channels)
+
+    @torch.no_grad()
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        if latents.shape[1] != self.latent_channels:
+            raise ValueError(f"the VAE expects {self.latent_channels}-channel latents, the model makes "
+                             f"{latents.shape[1]}")
+        p = next(self.vae.parameters())
+        z = latents.to(p.device, p.dtype) / self.scaling_factor + self.shift_factor
+        return self.vae.decode(z).sample.float().cpu()
