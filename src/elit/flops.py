@@ -49,7 +49,7 @@ def analytic_gflops(config: ModelConfig, budget: int | None = None, input_size: 
         return (total + cfg.depth * _block_flops(N, d, hidden)) / 1e9
     model_cfg = _built_config(cfg, size)
     window = model_cfg.resolved_window()
-    J = model_cfg.latents_per_group or math.prod(window)
+    J = model_cfg.resolved_latents_per_group()
     G = math.prod(g // w for g, w in zip(grid, window))
     j = J if budget is None else budget
     if not 1 <= j <= J:
@@ -91,10 +91,7 @@ def budgets_of(config: ModelConfig, input_size: int | None = None) -> list[int |
     if not config.elit:
         return [None]
     cfg = _built_config(config, input_size)
-    window = cfg.resolved_window()
-    J = cfg.latents_per_group or math.prod(window)
-    low = cfg.min_budget or max(1, J // 16)
-    return list(range(low, J + 1))
+    return list(range(cfg.resolved_min_budget(), cfg.resolved_latents_per_group() + 1))
 
 
 def resolve_model_config(name_or_dir: str) -> ModelConfig:

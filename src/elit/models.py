@@ -77,6 +77,14 @@ class ModelConfig:
         # 16 groups per image at the build resolution (the paper's main setting).
         return tuple(max(1, g // 4) for g in self.grid)
 
+    def resolved_latents_per_group(self) -> int:
+        """J, the full budget: tokens per window unless set."""
+        return self.latents_per_group or math.prod(self.resolved_window())
+
+    def resolved_min_budget(self) -> int:
+        """J_min: J / 16 unless set (1 at 256px, 4 at 512px)."""
+        return self.min_budget or max(1, self.resolved_latents_per_group() // 16)
+
     def validate(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; available: {sorted(BACKBONES)}")
@@ -111,11 +119,11 @@ class ELITModel(nn.Module):
         self.interface = None
         if config.elit:
             window = config.resolved_window()
-            J = config.latents_per_group or math.prod(window)
+            J = config.resolved_latents_per_group()
             G = math.prod(g // w for g, w in zip(config.grid, window))
             self.interface = LatentInterface(InterfaceSettings(
                 dim=config.hidden_size, num_heads=config.num_heads, window=window, latents_per_group=J,
-                min_budget=config.min_budget or max(1, J // 16), qk_norm=config.interface_qk_norm,
+                min_budget=config.resolved_min_budget(), qk_norm=config.interface_qk_norm,
                 mlp_bias=config.interface_mlp_bias, read_adaln_chunks=config.read_adaln_chunks,
                 write_norm=config.write_norm, window_pos=config.window_pos,
                 window_pos_in_residual=config.window_pos_in_residual, latent_pos=config.latent_pos,

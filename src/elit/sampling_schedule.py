@@ -120,9 +120,9 @@ class ConfigBudgets:
     def __init__(self, config):
         self.elit = config.elit
         if self.elit:
-            J = config.latents_per_group or math.prod(config.resolved_window())
+            J = config.resolved_latents_per_group()
             self.latents_per_group = J
-            self.budgets = list(range(config.min_budget or max(1, J // 16), J + 1))
+            self.budgets = list(range(config.resolved_min_budget(), J + 1))
         else:
             self.latents_per_group, self.budgets = None, []
 
