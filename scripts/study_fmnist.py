@@ -1,20 +1,25 @@
 """The small-scale reproduction study (issue 7): DiT vs single-budget ELIT vs multi-budget ELIT on
 Fashion-MNIST at the token geometry of the paper's 256px setting, measured at every budget and
 guidance mode. End to end and resumable: rerun the same command and it continues where it stopped
-(training resumes from its checkpoints, the sweep from the rows already in rows.json).
+(training resumes from its checkpoints, the sweep from the rows already in OUT/rows-*.json).
 
-    python scripts/study_fmnist.py --out runs/study                # the full study
+    python scripts/study_fmnist.py --out runs/study --jobs 2        # the full study, 2 processes
+    python scripts/study_fmnist.py --out runs/study --report-only   # tables/plots from the rows so far
     python scripts/study_fmnist.py --out /tmp/s --smoke            # minutes: tiny settings, same code
 
 Stages: train the three configs (src/elit/configs/study-fmnist-*.yaml) with the real `elit train`,
 measure reference statistics of the Fashion-MNIST test set once per feature network, sweep
-budgets x guidance with `elit.evaluate.run_sweep`, then write OUT/report/ (results JSON in the
-schema of docs/results/fashion-mnist.json, tables, the quality-vs-GFLOPs plot, sample grids).
+budgets x guidance with `elit.evaluate.run_sweep` (rows in priority order: a run cut short has
+answered the main questions first), then write OUT/report/ (results JSON in the schema of
+docs/results/fashion-mnist.json, tables, the quality-vs-GFLOPs plot, sample grids).
+With --jobs N, N trainings run side by side and the sweep is split round-robin over N processes,
+each with cpu_count/N torch threads (small models use several cores poorly; processes scale).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -30,36 +35,65 @@ SCALES = [0.5, 2.0]      # lambda: a small and a moderate guidance scale (w = 1.
 METRICS = ("fid", "fd_fmnist")
 
 
-def train(out: pathlib.Path, device: str, overrides: list[str]) -> dict:
-    """Train (or resume) every model with the real CLI; returns label -> wall seconds of this call."""
-    seconds = {}
+def train(out: pathlib.Path, device: str, overrides: list[str], jobs: int) -> dict:
+    """Train (or resume) every model with the real CLI, `jobs` at a time; returns label -> wall seconds."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending = []
     for label, config in MODELS.items():
         run_dir = out / "runs" / label
         if (run_dir / "model" / "model.safetensors").is_file():
             print(f"[train] {label}: done ({run_dir / 'model'})")
             continue
         cmd = [sys.executable, "-m", "elit", "train", "--config", config, "--out", str(run_dir),
-               f"system.device={device}", *overrides]
-        print("[train] " + " ".join(cmd[2:]), flush=True)
-        start = time.time()
-        subprocess.run(cmd, check=True)
-        seconds[label] = round(time.time() - start, 1)
+               f"system.device={device}", *([f"system.threads={threads}"] if jobs > 1 else []), *overrides]
+        pending.append((label, cmd))
+    seconds, running = {}, {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            label, cmd = pending.pop(0)
+            print("[train] " + " ".join(cmd[2:]), flush=True)
+            running[label] = (subprocess.Popen(cmd), time.time())
+        time.sleep(2)
+        for label, (proc, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[label]
+            if proc.returncode:
+                for other, _ in running.values():
+                    other.terminate()
+                raise SystemExit(f"[train] {label} failed (exit {proc.returncode}); rerun to resume it")
+            seconds[label] = round(time.time() - start, 1)
     return seconds
 
 
-def sweep_plan(models: dict) -> dict:
-    """Which rows each model gets (see the study's docs for why)."""
+def _row(budget, guidance="none", scale=0.0, weak=None) -> dict:
+    return dict(latents_per_group=budget, guidance=guidance, scale=float(scale), weak_budget=weak)
+
+
+def sweep_plan(models: dict) -> list[tuple[str, dict]]:
+    """Every (model, setting) row of the study, most informative first:
+    1. the claims at the moderate scale: the three models unguided at full budget, ELIT-MB's
+       budget curve, and CFG / cheap CFG / autoguidance at full budget;
+    2. the same at the small scale;
+    3. the rest: guidance at every lower budget of ELIT-MB, single-budget ELIT at budgets it was
+       never trained for.
+    DiT has one budget and no weak pass (no ccfg / ag). ccfg / ag use the lowest trained budget."""
     from elit.evaluate import sweep_settings
-    plan = {}
-    for label, model in models.items():
-        if not model.budgets:                                   # DiT: one budget
-            plan[label] = sweep_settings([None], ["none", "cfg"], SCALES, None, None)
-        elif label == "elit":                                   # single budget: trained at J only
-            J = model.budgets[-1]
-            plan[label] = sweep_settings([J], ["none", "cfg"], SCALES, None, None) + \
-                sweep_settings([b for b in BUDGETS if b != J], ["none"], SCALES, None, None)
-        else:                                                   # multi-budget: everything
-            plan[label] = sweep_settings(BUDGETS, ["none", "cfg", "ccfg", "ag"], SCALES, 1, model.budgets[0])
+    small, moderate = SCALES
+    J = models["elit-mb"].budgets[-1]
+    low = models["elit-mb"].budgets[0]
+    J_single = models["elit"].budgets[-1]
+    plan = [("dit", _row(None)), ("elit", _row(J_single)), ("elit-mb", _row(J)),
+            ("elit-mb", _row(1)), ("elit-mb", _row(4)),
+            ("dit", _row(None, "cfg", moderate)), ("elit-mb", _row(J, "cfg", moderate)),
+            ("elit-mb", _row(J, "ccfg", moderate, low)), ("elit-mb", _row(J, "ag", moderate, low)),
+            ("elit", _row(J_single, "cfg", moderate)), ("elit-mb", _row(2)), ("elit-mb", _row(8)),
+            ("dit", _row(None, "cfg", small)), ("elit", _row(J_single, "cfg", small)),
+            ("elit-mb", _row(J, "cfg", small)), ("elit-mb", _row(J, "ccfg", small, low)),
+            ("elit-mb", _row(J, "ag", small, low))]
+    rest = [("elit-mb", r) for r in sweep_settings(BUDGETS, ["none", "cfg", "ccfg", "ag"], SCALES, low, low)] + \
+        [("elit", _row(b)) for b in BUDGETS if b != J_single]
+    plan += [pair for pair in rest if pair not in plan]
     return plan
 
 
@@ -81,11 +115,35 @@ def training_gflops_per_step(config: str) -> float:
     return 3 * per_image * train.global_batch_size
 
 
-def report(out: pathlib.Path, rows: list[dict], models: dict, wall: dict, args, metrics) -> None:
-    """OUT/report: results JSON, markdown tables, the plot and a sample grid per model."""
+def load_rows(out: pathlib.Path) -> list[dict]:
+    """Every measured row of every shard file (OUT/rows-*.json), one per setting."""
+    from elit.evaluate import ROW_KEYS
+    rows = {}
+    for path in sorted(out.glob("rows-*.json")):
+        for r in json.loads(path.read_text()):
+            rows[tuple(r.get(k) for k in ROW_KEYS)] = r
+    return list(rows.values())
+
+
+def order_rows(rows: list[dict], plan: list[tuple[str, dict]], args) -> tuple[list[dict], list[tuple[str, dict]]]:
+    """The measured rows in plan order, and the planned (label, setting) pairs not measured yet."""
+    from elit.evaluate import ROW_KEYS
+    by_key = {tuple(r.get(k) for k in ROW_KEYS): r for r in rows}
+    done, missing = [], []
+    for label, setting in plan:
+        key = tuple({**setting, "model": label, "steps": args.steps, "sampler": "euler"}.get(k) for k in ROW_KEYS)
+        if key in by_key:
+            done.append(by_key[key])
+        else:
+            missing.append((label, setting))
+    return done, missing
+
+
+def report(out: pathlib.Path, rows: list[dict], missing: list, models: dict, wall: dict, args, metrics) -> None:
+    """OUT/report: results JSON, markdown tables, the plots and a sample grid per model."""
     from elit.evaluate import format_table, plot_quality_vs_gflops
     from elit.flops import analytic_gflops
-    from elit.sampling import sample
+    from elit.sampling import sample, sampling_gflops
     from elit.viz import budget_grid
 
     rep = out / "report"
@@ -95,8 +153,9 @@ def report(out: pathlib.Path, rows: list[dict], models: dict, wall: dict, args, 
                for r in rows]
     (rep / "fashion-mnist.json").write_text(json.dumps(results, indent=1) + "\n")
     for metric in metrics:
-        plot_quality_vs_gflops(rows, metric, rep / f"{metric}-vs-gflops.png",
-                               title=f"Fashion-MNIST: {metric} vs sampling GFLOPs per image")
+        if any(r.get(metric) is not None for r in rows):
+            plot_quality_vs_gflops(rows, metric, rep / f"{metric}-vs-gflops.png",
+                                   title=f"Fashion-MNIST: {metric} vs sampling GFLOPs per image")
     seeds = list(range(10))
     for label, model in models.items():
         budgets = [b for b in BUDGETS if b in model.budgets] or [None]
@@ -113,25 +172,41 @@ def report(out: pathlib.Path, rows: list[dict], models: dict, wall: dict, args, 
         lines.append(f"- {label} ({config}): {training_gflops_per_step(str(resolved)):.1f} GFLOPs/step"
                      + (f", trained in {wall[label]:.0f} s here" if label in wall else ""))
     lines += ["", "```", format_table(rows, metrics), "```", ""]
+    if missing:
+        lines += [f"Not measured yet ({len(missing)} rows; rerun the study to continue):", "", "```"]
+        lines += [f"{label:<8} J~={s['latents_per_group'] or '-'} {s['guidance']} lambda={s['scale']:g} "
+                  f"({sampling_gflops(models[label].config, steps=args.steps, budget=s['latents_per_group'], guidance=s['guidance'], weak_budget=s['weak_budget'], scale=s['scale'] or None):.2f} GFLOPs/img)"
+                  for label, s in missing]
+        lines += ["```", ""]
     protocols = rows[-1]["protocols"] if rows else {}
     lines += [f"- {m}: {p}" for m, p in protocols.items()]
     (rep / "tables.md").write_text("\n".join(lines) + "\n")
     print(f"[report] {rep}")
 
 
+def sweep(out: pathlib.Path, models: dict, pairs: list, refs: dict, args, metrics, shard: int) -> None:
+    from elit.evaluate import run_sweep
+    run_sweep(models, pairs, num=args.num, steps=args.steps, sampler="euler", metrics=metrics, ref=refs,
+              batch_size=args.batch_size, json_path=out / f"rows-{shard}.json", progress=False,
+              net_kwargs={"device": args.device}, fd_method=args.fd_method)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings side by side, and sweep processes")
     ap.add_argument("--num", type=int, default=2000, help="samples per row (the issue asks for >= 2000)")
-    ap.add_argument("--steps", type=int, default=40, help="sampling steps (paper: 40 Euler)")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps (paper: 40 Euler; 20 fits the CPU budget)")
     ap.add_argument("--batch-size", type=int, default=250)
-    ap.add_argument("--metrics", default=",".join(METRICS), help="comma-separated (fid needs ~1 min of CPU per row "
-                    "for the 2048-d matrix square root alone)")
+    ap.add_argument("--metrics", default=",".join(METRICS), help="comma-separated (fid costs ~0.26 s of one CPU "
+                    "core per image for Inception, plus ~1 min per row for the 2048-d matrix square root)")
     ap.add_argument("--fd-method", default="sqrtm", choices=["sqrtm", "eigh"])
+    ap.add_argument("--report-only", action="store_true", help="write OUT/report from the rows measured so far")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny models, few steps and samples, the fast domain metric only: checks the pipeline")
     ap.add_argument("--override", action="append", default=[], help="extra `elit train` overrides (key=value)")
+    ap.add_argument("--shard", help=argparse.SUPPRESS)  # internal: "K:PLAN.json", one sweep process of --jobs
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     overrides = list(args.override)
@@ -142,30 +217,51 @@ def main() -> int:
     metrics = tuple(m for m in args.metrics.split(",") if m)
     wall_file = out / "train_seconds.json"
     wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {}
-    wall.update(train(out, args.device, overrides))
-    wall_file.parent.mkdir(parents=True, exist_ok=True)
-    wall_file.write_text(json.dumps(wall, indent=1) + "\n")
+    if not args.report_only and not args.shard:
+        wall.update(train(out, args.device, overrides, args.jobs))
+        wall_file.parent.mkdir(parents=True, exist_ok=True)
+        wall_file.write_text(json.dumps(wall, indent=1) + "\n")
 
     import torch
-    from elit.evaluate import run_sweep
     from elit.hub import load_pretrained
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
-        ("cpu" if args.device == "auto" else args.device)
-    models = {label: load_pretrained(out / "runs" / label / "model", device=device) for label in MODELS}
-    # The reference is the whole Fashion-MNIST test set (10k images), measured once per network.
-    refs = {}
-    from elit.metrics.evaluate import METRIC_NET
-    for net in sorted({METRIC_NET[m] for m in metrics}):
+    from elit.metrics.evaluate import METRIC_NET, compute_reference
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.shard or args.jobs > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
+    models = {label: load_pretrained(out / "runs" / label / "model", device=args.device) for label in MODELS}
+    refs = {}  # the reference: the whole Fashion-MNIST test set (10k images), measured once per network
+    for net in sorted({METRIC_NET[m] for m in metrics} if not args.report_only else ()):
         path = out / f"ref-{net}-test.npz"
         if not path.is_file():
-            from elit.metrics.evaluate import compute_reference
             compute_reference("fmnist-test", net=net, out=str(path), num=200 if args.smoke else None,
-                              device=device)
+                              device=args.device)
         refs[net] = str(path)
-    rows = run_sweep(models, sweep_plan(models), num=args.num, steps=args.steps, sampler="euler", metrics=metrics,
-                     ref=refs, batch_size=args.batch_size, json_path=out / "rows.json",
-                     net_kwargs={"device": device}, fd_method=args.fd_method)
-    report(out, rows, models, wall, args, metrics)
+    if args.shard:
+        k, plan_file = args.shard.split(":", 1)
+        pairs = [(label, s) for label, s in json.loads(pathlib.Path(plan_file).read_text())]
+        sweep(out, models, pairs, refs, args, metrics, int(k))
+        return 0
+    plan = sweep_plan(models)
+    if not args.report_only:
+        done, todo = order_rows(load_rows(out), plan, args)
+        print(f"[sweep] {len(done)} rows measured, {len(todo)} to go", flush=True)
+        if args.jobs == 1 or not todo:
+            sweep(out, models, todo, refs, args, metrics, 0)
+        else:   # round-robin over processes, so every process walks down the priority list
+            procs = []
+            for k in range(args.jobs):
+                plan_file = out / f"plan-{k}.json"
+                plan_file.write_text(json.dumps(todo[k::args.jobs], indent=1))
+                cmd = [sys.executable, __file__, "--out", str(out), "--device", args.device, "--jobs",
+                       str(args.jobs), "--num", str(args.num), "--steps", str(args.steps), "--batch-size",
+                       str(args.batch_size), "--metrics", ",".join(metrics), "--fd-method", args.fd_method,
+                       "--shard", f"{k}:{plan_file}"]
+                procs.append(subprocess.Popen(cmd))
+            if any(p.wait() for p in procs):
+                raise SystemExit("[sweep] a sweep process failed; rerun to resume")
+    rows, missing = order_rows(load_rows(out), plan, args)
+    report(out, rows, missing, models, wall, args, metrics)
     return 0
 
 

@@ -81,3 +81,15 @@ def test_eval_cli_bad_input(tmp_path, ref, capsys):
     assert "not valid" in capsys.readouterr().err
     assert main(base + ["--metrics", "fid2"]) == 2
     assert "unknown metrics" in capsys.readouterr().err
+
+
+def test_run_sweep_takes_ordered_pairs_and_skips_measured_ones(tmp_path, ref):
+    from elit.evaluate import run_sweep
+    _, model = tiny(tmp_path, "elit")
+    none = lambda b: dict(latents_per_group=b, guidance="none", scale=0.0, weak_budget=None)  # noqa: E731
+    kw = dict(num=8, steps=2, sampler="euler", metrics=("fd_fmnist",), ref=str(ref), batch_size=8,
+              json_path=tmp_path / "rows.json", progress=False)
+    rows = run_sweep({"e": model}, [("e", none(4)), ("e", none(1))], **kw)
+    assert [r["latents_per_group"] for r in rows] == [4, 1]          # the given order, not sorted
+    rows = run_sweep({"e": model}, [("e", none(2)), ("e", none(4))], **kw)
+    assert [r["latents_per_group"] for r in rows] == [4, 1, 2]       # budget 4 was measured already

@@ -122,8 +122,9 @@ def _write_json_atomic(path: pathlib.Path, rows: list[dict]) -> None:
 def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps: int, sampler: str, metrics, ref,
               batch_size: int = 64, json_path=None, progress: bool = True, net_kwargs: dict | None = None,
               seed_start: int = 0, fd_method: str = "sqrtm", decode=None) -> list[dict]:
-    """Evaluate every model (label -> model) at its settings (label -> list of settings, see
-    `sweep_settings`); resume from and append to json_path."""
+    """Evaluate every model (label -> model) at its settings: label -> list of settings (see
+    `sweep_settings`), or a list of (label, setting) pairs to run in that order. Resume from and
+    append to json_path."""
     metrics = tuple(metrics)
     unknown = [m for m in metrics if m not in METRIC_NET]
     if unknown:
@@ -136,7 +137,8 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     # A saved row counts as done only if it carries every metric asked for now; others are redone.
     rows = [r for r in rows if all(r.get(m) is not None for m in metrics)]
     done = {_key(r) for r in rows}
-    todo = [(label, s) for label in models for s in settings[label]
+    pairs = settings if isinstance(settings, list) else [(label, s) for label in models for s in settings[label]]
+    todo = [(label, s) for label, s in pairs
             if _key({**s, "model": label, "steps": steps, "sampler": sampler}) not in done]
     if path and rows:
         print(f"resuming: {len(rows)} rows already in {path}, {len(todo)} to go")
