@@ -117,21 +117,21 @@ def training_gflops_per_step(config: str) -> float:
 
 def load_rows(out: pathlib.Path) -> list[dict]:
     """Every measured row of every shard file (OUT/rows-*.json), one per setting."""
-    from elit.evaluate import ROW_KEYS
+    from elit.evaluate import row_key
     rows = {}
     for path in sorted(out.glob("rows-*.json")):
         for r in json.loads(path.read_text()):
-            rows[tuple(r.get(k) for k in ROW_KEYS)] = r
+            rows[row_key(r)] = r
     return list(rows.values())
 
 
 def order_rows(rows: list[dict], plan: list[tuple[str, dict]], args) -> tuple[list[dict], list[tuple[str, dict]]]:
     """The measured rows in plan order, and the planned (label, setting) pairs not measured yet."""
-    from elit.evaluate import ROW_KEYS
-    by_key = {tuple(r.get(k) for k in ROW_KEYS): r for r in rows}
+    from elit.evaluate import row_key
+    by_key = {row_key(r): r for r in rows}
     done, missing = [], []
     for label, setting in plan:
-        key = tuple({**setting, "model": label, "steps": args.steps, "sampler": "euler"}.get(k) for k in ROW_KEYS)
+        key = row_key({**setting, "model": label, "steps": args.steps, "sampler": "euler"})
         if key in by_key:
             done.append(by_key[key])
         else:

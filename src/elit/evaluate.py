@@ -109,7 +109,8 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
     return row
 
 
-def _key(row: dict) -> tuple:
+def row_key(row: dict) -> tuple:
+    """What makes two rows the same measurement (resuming skips a row whose key is saved)."""
     return tuple(row.get(k) for k in ROW_KEYS)
 
 
@@ -136,10 +137,10 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     rows = json.loads(path.read_text()) if path and path.is_file() else []
     # A saved row counts as done only if it carries every metric asked for now; others are redone.
     rows = [r for r in rows if all(r.get(m) is not None for m in metrics)]
-    done = {_key(r) for r in rows}
+    done = {row_key(r) for r in rows}
     pairs = settings if isinstance(settings, list) else [(label, s) for label in models for s in settings[label]]
     todo = [(label, s) for label, s in pairs
-            if _key({**s, "model": label, "steps": steps, "sampler": sampler}) not in done]
+            if row_key({**s, "model": label, "steps": steps, "sampler": sampler}) not in done]
     if path and rows:
         print(f"resuming: {len(rows)} rows already in {path}, {len(todo)} to go")
     for i, (label, setting) in enumerate(todo):
