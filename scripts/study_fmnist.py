@@ -75,8 +75,8 @@ def sweep_plan(models: dict) -> list[tuple[str, dict]]:
     1. the claims at the moderate scale: the three models unguided at full budget, ELIT-MB's
        budget curve, and CFG / cheap CFG / autoguidance at full budget;
     2. the same at the small scale;
-    3. the rest: guidance at every lower budget of ELIT-MB, single-budget ELIT at budgets it was
-       never trained for.
+    3. the rest: single-budget ELIT at budgets it was never trained for, then guidance at every
+       lower budget of ELIT-MB.
     DiT has one budget and no weak pass (no ccfg / ag). ccfg / ag use the lowest trained budget."""
     from elit.evaluate import sweep_settings
     small, moderate = SCALES
@@ -91,8 +91,15 @@ def sweep_plan(models: dict) -> list[tuple[str, dict]]:
             ("dit", _row(None, "cfg", small)), ("elit", _row(J_single, "cfg", small)),
             ("elit-mb", _row(J, "cfg", small)), ("elit-mb", _row(J, "ccfg", small, low)),
             ("elit-mb", _row(J, "ag", small, low))]
-    rest = [("elit-mb", r) for r in sweep_settings(BUDGETS, ["none", "cfg", "ccfg", "ag"], SCALES, low, low)] + \
-        [("elit", _row(b)) for b in BUDGETS if b != J_single]
+    # The rest: single-budget ELIT below its trained budget first (cheap rows, and the paper's
+    # Table 8 comparison), then guided ELIT-MB from the knee of its budget curve outwards.
+    lower = [b for b in dict.fromkeys((4, 8, 2, 1, *BUDGETS)) if b != J]   # knee first, deduplicated
+    rest = [("elit", _row(b)) for b in lower if b != J_single]
+    for scale in (moderate, small):
+        for r in sweep_settings(lower, ["cfg", "ccfg", "ag"], [scale], low, low):
+            # cheap CFG whose weak pass is the main budget is CFG itself (same passes): not rerun
+            if not (r["guidance"] == "ccfg" and r["weak_budget"] == r["latents_per_group"]):
+                rest.append(("elit-mb", r))
     plan += [pair for pair in rest if pair not in plan]
     return plan
 
@@ -258,8 +265,10 @@ def main() -> int:
                        str(args.batch_size), "--metrics", ",".join(metrics), "--fd-method", args.fd_method,
                        "--shard", f"{k}:{plan_file}"]
                 procs.append(subprocess.Popen(cmd))
-            if any(p.wait() for p in procs):
-                raise SystemExit("[sweep] a sweep process failed; rerun to resume")
+            codes = [p.wait() for p in procs]   # wait for every process: the others' rows still count
+            if any(codes):
+                raise SystemExit(f"[sweep] sweep process(es) {[k for k, c in enumerate(codes) if c]} failed "
+                                 "(see above); rerun to resume")
     rows, missing = order_rows(load_rows(out), plan, args)
     report(out, rows, missing, models, wall, args, metrics)
     return 0

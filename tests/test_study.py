@@ -1,9 +1,11 @@
 """The issue-7 study driver end to end at smoke scale with two training and two sweep
 processes (slow: about a minute on 2 cores; run with -m slow)."""
+import importlib.util
 import json
 import pathlib
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -29,6 +31,34 @@ def test_study_smoke_runs_end_to_end_and_resumes(tmp_path):
     assert "[train] dit: done" in out and f"[sweep] {len(rows)} rows measured, 0 to go" in out
     assert len(rows) == len(json.loads((tmp_path / "plan-0.json").read_text())) + \
         len(json.loads((tmp_path / "plan-1.json").read_text()))
+
+
+def test_plan_has_every_row_the_issue_asks_for_once():
+    """Issue 7: ELIT-MB at J~ in {1, 2, 4, 8, 16} unguided and with CFG, cheap CFG and autoguidance at
+    both scales; DiT and single-budget ELIT for comparison. Rows that would repeat another are left
+    out: autoguidance needs a weaker pass than the main one, and cheap CFG whose weak pass is the
+    main budget is CFG."""
+    spec = importlib.util.spec_from_file_location("study_fmnist", REPO / "scripts" / "study_fmnist.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    budgets = list(range(1, 17))
+    plan = study.sweep_plan({"dit": SimpleNamespace(budgets=[]), "elit": SimpleNamespace(budgets=budgets),
+                             "elit-mb": SimpleNamespace(budgets=budgets)})
+    keys = [(label, s["latents_per_group"], s["guidance"], s["scale"], s["weak_budget"]) for label, s in plan]
+    assert len(keys) == len(set(keys))
+    mb = {k[1:] for k in keys if k[0] == "elit-mb"}
+    want = {(b, "none", 0.0, None) for b in study.BUDGETS}
+    want |= {(b, g, s, 1 if g != "cfg" else None) for b in study.BUDGETS for g in ("cfg", "ccfg", "ag")
+             for s in study.SCALES if g == "cfg" or b > 1}
+    assert mb == want
+    assert {k[1:] for k in keys if k[0] == "dit"} == {(None, "none", 0.0, None)} | \
+        {(None, "cfg", s, None) for s in study.SCALES}
+    assert {k[1:] for k in keys if k[0] == "elit"} == {(b, "none", 0.0, None) for b in study.BUDGETS} | \
+        {(16, "cfg", s, None) for s in study.SCALES}
+    # most informative first: the three models unguided at full budget, then the budget curve
+    assert keys[:5] == [("dit", None, "none", 0.0, None), ("elit", 16, "none", 0.0, None),
+                        ("elit-mb", 16, "none", 0.0, None), ("elit-mb", 1, "none", 0.0, None),
+                        ("elit-mb", 4, "none", 0.0, None)]
 
 
 def test_committed_results_match_the_committed_models():

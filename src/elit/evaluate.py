@@ -161,23 +161,34 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
 
 
 def plot_quality_vs_gflops(rows: list[dict], metric: str, path, title: str | None = None) -> pathlib.Path:
-    """One curve per (model, guidance, scale): quality vs GFLOPs per image (log x), like the paper's teaser."""
+    """One curve per (model, guidance, scale): quality vs GFLOPs per image (log x), like the paper's teaser.
+    Colour: model and guidance mode; marker: guidance mode; line style and hollow markers: the
+    smaller guidance scales (filled: the largest)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves: dict[str, list] = {}
+    curves: dict[tuple, list] = {}
     for r in rows:
         if r.get(metric) is None:
             continue
-        name = r["model"] if r["guidance"] == "none" else f"{r['model']} {r['guidance']} lambda={r['scale']:g}"
-        curves.setdefault(name, []).append((r["gflops_per_image"], r[metric], r["latents_per_group"]))
+        key = (r["model"], r["guidance"], r["scale"] if r["guidance"] != "none" else 0.0)
+        curves.setdefault(key, []).append((r["gflops_per_image"], r[metric], r["latents_per_group"]))
     if not curves:
         raise ValueError(f"no rows carry the metric {metric!r}")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, pts in sorted(curves.items()):
+    families = sorted({k[:2] for k in curves})            # (model, guidance) -> one colour each
+    colours = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
+    scales = sorted({k[2] for k in curves if k[1] != "none"})
+    markers = {"none": "o", "cfg": "s", "ccfg": "^", "ag": "D"}
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    for (model, guidance, scale), pts in sorted(curves.items(), key=lambda kv: (kv[0][0], kv[0][1] != "none", kv[0])):
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        rank = scales.index(scale) if guidance != "none" else len(scales) - 1
+        filled = guidance == "none" or rank == len(scales) - 1
+        name = model if guidance == "none" else f"{model} {guidance} lambda={scale:g}"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(guidance, "o"), label=name,
+                color=colours(families.index((model, guidance))), fillstyle="full" if filled else "none",
+                linestyle=("-", "--", ":", "-.")[(len(scales) - 1 - rank) % 4] if guidance != "none" else "-")
         for x, y, b in pts:
             if b is not None:
                 ax.annotate(str(b), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
@@ -190,7 +201,7 @@ def plot_quality_vs_gflops(rows: list[dict], metric: str, path, title: str | Non
     ax.set_ylabel(f"{metric} (lower is better)" if metric in ("fid", "fdd", "fd_fmnist", "kid") else metric)
     ax.set_title(title or f"{metric} vs compute; labels = latents per group")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: points stay visible
     fig.tight_layout()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
