@@ -100,8 +100,7 @@ def sweep_plan(models: dict) -> list[tuple[str, dict]]:
             # cheap CFG whose weak pass is the main budget is CFG itself (same passes): not rerun
             if not (r["guidance"] == "ccfg" and r["weak_budget"] == r["latents_per_group"]):
                 rest.append(("elit-mb", r))
-    plan += [pair for pair in rest if pair not in plan]
-    return plan
+    return plan + rest
 
 
 def training_gflops_per_step(config: str) -> float:
@@ -134,11 +133,11 @@ def load_rows(out: pathlib.Path) -> list[dict]:
 
 def order_rows(rows: list[dict], plan: list[tuple[str, dict]], args) -> tuple[list[dict], list[tuple[str, dict]]]:
     """The measured rows in plan order, and the planned (label, setting) pairs not measured yet."""
-    from elit.evaluate import row_key
+    from elit.evaluate import row_key, setting_key
     by_key = {row_key(r): r for r in rows}
     done, missing = [], []
     for label, setting in plan:
-        key = row_key({**setting, "model": label, "steps": args.steps, "sampler": "euler"})
+        key = setting_key(label, setting, args.steps, "euler")
         if key in by_key:
             done.append(by_key[key])
         else:

@@ -114,6 +114,11 @@ def row_key(row: dict) -> tuple:
     return tuple(row.get(k) for k in ROW_KEYS)
 
 
+def setting_key(label: str, setting: dict, steps: int, sampler: str) -> tuple:
+    """The row_key a setting of model `label` will have once measured."""
+    return row_key({**setting, "model": label, "steps": steps, "sampler": sampler})
+
+
 def _write_json_atomic(path: pathlib.Path, rows: list[dict]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(rows, indent=1) + "\n")
@@ -140,7 +145,7 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     done = {row_key(r) for r in rows}
     pairs = settings if isinstance(settings, list) else [(label, s) for label in models for s in settings[label]]
     todo = [(label, s) for label, s in pairs
-            if row_key({**s, "model": label, "steps": steps, "sampler": sampler}) not in done]
+            if setting_key(label, s, steps, sampler) not in done]
     if path and rows:
         print(f"resuming: {len(rows)} rows already in {path}, {len(todo)} to go")
     for i, (label, setting) in enumerate(todo):
@@ -183,12 +188,11 @@ def plot_quality_vs_gflops(rows: list[dict], metric: str, path, title: str | Non
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for (model, guidance, scale), pts in sorted(curves.items(), key=lambda kv: (kv[0][0], kv[0][1] != "none", kv[0])):
         pts.sort()
-        rank = scales.index(scale) if guidance != "none" else len(scales) - 1
-        filled = guidance == "none" or rank == len(scales) - 1
+        below_top = len(scales) - 1 - scales.index(scale) if guidance != "none" else 0   # 0: largest scale
         name = model if guidance == "none" else f"{model} {guidance} lambda={scale:g}"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(guidance, "o"), label=name,
-                color=colours(families.index((model, guidance))), fillstyle="full" if filled else "none",
-                linestyle=("-", "--", ":", "-.")[(len(scales) - 1 - rank) % 4] if guidance != "none" else "-")
+                color=colours(families.index((model, guidance))), fillstyle="none" if below_top else "full",
+                linestyle=("-", "--", ":", "-.")[below_top % 4])
         for x, y, b in pts:
             if b is not None:
                 ax.annotate(str(b), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
