@@ -147,7 +147,7 @@ def order_rows(rows: list[dict], plan: list[tuple[str, dict]], args) -> tuple[li
 
 def report(out: pathlib.Path, rows: list[dict], missing: list, models: dict, wall: dict, args, metrics) -> None:
     """OUT/report: results JSON, markdown tables, the plots and a sample grid per model."""
-    from elit.evaluate import format_table, plot_quality_vs_gflops
+    from elit.evaluate import budget_guidance_table, format_table, plot_quality_vs_gflops
     from elit.flops import analytic_gflops
     from elit.sampling import sample, sampling_gflops
     from elit.viz import budget_grid
@@ -178,6 +178,10 @@ def report(out: pathlib.Path, rows: list[dict], missing: list, models: dict, wal
         lines.append(f"- {label} ({config}): {training_gflops_per_step(str(resolved)):.1f} GFLOPs/step"
                      + (f", trained in {wall[label]:.0f} s here" if label in wall else ""))
     lines += ["", "```", format_table(rows, metrics), "```", ""]
+    for label in models:                     # each model's budget curve per guidance mode and scale
+        for metric in metrics:
+            if any(r["model"] == label and r.get(metric) is not None for r in rows):
+                lines += [f"{label}, {metric}:", "", budget_guidance_table(rows, label, metric), ""]
     if missing:
         lines += [f"Not measured yet ({len(missing)} rows; rerun the study to continue):", "", "```"]
         lines += [f"{label:<8} J~={s['latents_per_group'] or '-'} {s['guidance']} lambda={s['scale']:g} "

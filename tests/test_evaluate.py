@@ -93,3 +93,16 @@ def test_run_sweep_takes_ordered_pairs_and_skips_measured_ones(tmp_path, ref):
     assert [r["latents_per_group"] for r in rows] == [4, 1]          # the given order, not sorted
     rows = run_sweep({"e": model}, [("e", none(2)), ("e", none(4))], **kw)
     assert [r["latents_per_group"] for r in rows] == [4, 1, 2]       # budget 4 was measured already
+
+
+def test_budget_guidance_table_puts_each_row_in_its_cell():
+    from elit.evaluate import budget_guidance_table
+    row = lambda m, b, g, s, fid: dict(model=m, latents_per_group=b, guidance=g, scale=s, fid=fid)  # noqa: E731
+    rows = [row("mb", 2, "none", 0.0, 12.0), row("mb", 4, "ccfg", 2.0, 9.5), row("mb", 4, "none", 0.0, 11.0),
+            row("mb", 4, "cfg", 0.5, 10.25), row("dit", None, "none", 0.0, 1.0)]
+    lines = budget_guidance_table(rows, "mb", "fid").splitlines()
+    assert lines[0] == "| J~ | none | CFG 0.5 | cheap CFG 2 |"
+    assert lines[2:] == ["| 4 | 11.00 | 10.25 | 9.50 |", "| 2 | 12.00 | - | - |"]
+    assert budget_guidance_table(rows, "dit", "fid").splitlines()[2] == "| - | 1.00 |"
+    with pytest.raises(ValueError, match="fd_fmnist"):
+        budget_guidance_table(rows, "mb", "fd_fmnist")

@@ -26,6 +26,8 @@ def test_study_smoke_runs_end_to_end_and_resumes(tmp_path):
     assert all(r["num_samples"] == 16 and r["gflops_per_image"] > 0 for r in rows)
     for name in ("samples-dit.png", "samples-elit-mb.png", "fd_fmnist-vs-gflops.png", "tables.md"):
         assert (tmp_path / "report" / name).is_file()
+    tables = (tmp_path / "report" / "tables.md").read_text()
+    assert "elit-mb, fd_fmnist:" in tables and "| J~ | none | CFG" in tables   # the per-budget grids
     # a rerun finds everything done: no training, no new rows
     out = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
     assert "[train] dit: done" in out and f"[sweep] {len(rows)} rows measured, 0 to go" in out

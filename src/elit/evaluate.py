@@ -228,6 +228,31 @@ def format_table(rows: list[dict], metrics) -> str:
     return "\n".join(lines)
 
 
+GUIDANCE_NAMES = {"none": "none", "cfg": "CFG", "ccfg": "cheap CFG", "ag": "AG"}
+
+
+def budget_guidance_table(rows: list[dict], model: str, metric: str) -> str:
+    """One model's `metric` as a markdown grid: a line per budget (largest first), a column per
+    guidance mode and scale. Reads the budget curve of every mode at a glance; '-' marks a cell
+    that has no row."""
+    mine = [r for r in rows if r["model"] == model and r.get(metric) is not None]
+    if not mine:
+        raise ValueError(f"no {model!r} rows carry the metric {metric!r}")
+    order = list(GUIDANCE_NAMES)
+    columns = sorted({(r["guidance"], r["scale"] if r["guidance"] != "none" else 0.0) for r in mine},
+                     key=lambda c: (c[0] != "none", c[1], order.index(c[0]) if c[0] in order else len(order), c[0]))
+    budgets = sorted({r["latents_per_group"] for r in mine}, key=lambda b: -(b or 0))
+    cell = {(r["latents_per_group"], r["guidance"], r["scale"] if r["guidance"] != "none" else 0.0): r[metric]
+            for r in mine}
+    head = ["J~"] + [GUIDANCE_NAMES.get(g, g) if g == "none" else f"{GUIDANCE_NAMES.get(g, g)} {s:g}"
+                     for g, s in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in budgets:
+        vals = [f"{cell[(b, g, s)]:.2f}" if (b, g, s) in cell else "-" for g, s in columns]
+        lines.append(f"| {'-' if b is None else b} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------- CLI
 def add_arguments(parser) -> None:
     parser.add_argument("--model", action="append", required=True,
