@@ -238,12 +238,12 @@ def budget_guidance_table(rows: list[dict], model: str, metric: str) -> str:
     mine = [r for r in rows if r["model"] == model and r.get(metric) is not None]
     if not mine:
         raise ValueError(f"no {model!r} rows carry the metric {metric!r}")
+    column = lambda r: (r["guidance"], r["scale"] if r["guidance"] != "none" else 0.0)  # noqa: E731
     order = list(GUIDANCE_NAMES)
-    columns = sorted({(r["guidance"], r["scale"] if r["guidance"] != "none" else 0.0) for r in mine},
+    columns = sorted({column(r) for r in mine},
                      key=lambda c: (c[0] != "none", c[1], order.index(c[0]) if c[0] in order else len(order), c[0]))
     budgets = sorted({r["latents_per_group"] for r in mine}, key=lambda b: -(b or 0))
-    cell = {(r["latents_per_group"], r["guidance"], r["scale"] if r["guidance"] != "none" else 0.0): r[metric]
-            for r in mine}
+    cell = {(r["latents_per_group"], *column(r)): r[metric] for r in mine}
     head = ["J~"] + [GUIDANCE_NAMES.get(g, g) if g == "none" else f"{GUIDANCE_NAMES.get(g, g)} {s:g}"
                      for g, s in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
