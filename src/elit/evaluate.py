@@ -165,6 +165,11 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     return rows
 
 
+def _guidance_and_scale(row: dict) -> tuple[str, float]:
+    """A row's guidance mode and scale; unguided rows all share scale 0 whatever they recorded."""
+    return row["guidance"], row["scale"] if row["guidance"] != "none" else 0.0
+
+
 def plot_quality_vs_gflops(rows: list[dict], metric: str, path, title: str | None = None) -> pathlib.Path:
     """One curve per (model, guidance, scale): quality vs GFLOPs per image (log x), like the paper's teaser.
     Colour: model and guidance mode; marker: guidance mode; line style and hollow markers: the
@@ -177,7 +182,7 @@ def plot_quality_vs_gflops(rows: list[dict], metric: str, path, title: str | Non
     for r in rows:
         if r.get(metric) is None:
             continue
-        key = (r["model"], r["guidance"], r["scale"] if r["guidance"] != "none" else 0.0)
+        key = (r["model"], *_guidance_and_scale(r))
         curves.setdefault(key, []).append((r["gflops_per_image"], r[metric], r["latents_per_group"]))
     if not curves:
         raise ValueError(f"no rows carry the metric {metric!r}")
@@ -238,12 +243,11 @@ def budget_guidance_table(rows: list[dict], model: str, metric: str) -> str:
     mine = [r for r in rows if r["model"] == model and r.get(metric) is not None]
     if not mine:
         raise ValueError(f"no {model!r} rows carry the metric {metric!r}")
-    column = lambda r: (r["guidance"], r["scale"] if r["guidance"] != "none" else 0.0)  # noqa: E731
     order = list(GUIDANCE_NAMES)
-    columns = sorted({column(r) for r in mine},
+    columns = sorted({_guidance_and_scale(r) for r in mine},
                      key=lambda c: (c[0] != "none", c[1], order.index(c[0]) if c[0] in order else len(order), c[0]))
     budgets = sorted({r["latents_per_group"] for r in mine}, key=lambda b: -(b or 0))
-    cell = {(r["latents_per_group"], *column(r)): r[metric] for r in mine}
+    cell = {(r["latents_per_group"], *_guidance_and_scale(r)): r[metric] for r in mine}
     head = ["J~"] + [GUIDANCE_NAMES.get(g, g) if g == "none" else f"{GUIDANCE_NAMES.get(g, g)} {s:g}"
                      for g, s in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
