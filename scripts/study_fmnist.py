@@ -5,6 +5,7 @@ guidance mode. End to end and resumable: rerun the same command and it continues
 
     python scripts/study_fmnist.py --out runs/study --jobs 2        # the full study, 2 processes
     python scripts/study_fmnist.py --out runs/study --report-only   # tables/plots from the rows so far
+    python scripts/study_fmnist.py --out runs/study --report-only --publish docs/results   # and the docs
     python scripts/study_fmnist.py --out /tmp/s --smoke            # minutes: tiny settings, same code
 
 Stages: train the three configs (src/elit/configs/study-fmnist-*.yaml) with the real `elit train`,
@@ -194,6 +195,67 @@ def report(out: pathlib.Path, rows: list[dict], missing: list, models: dict, wal
     print(f"[report] {rep}")
 
 
+MODEL_NAMES = {"dit": "DiT", "elit": "ELIT", "elit-mb": "ELIT-MB"}
+METRIC_NAMES = {"fid": "FID", "fd_fmnist": "FD-FMNIST"}
+GRID_NOTE = ("(columns: guidance mode and lambda; '-': not defined at J~ = 1, where cheap CFG would repeat "
+             "CFG, and autoguidance has no weaker pass)")
+
+
+def doc_sections(rows: list[dict], metrics) -> dict[str, str]:
+    """The generated parts of docs/results/fashion-mnist.md, by marker name: the results table
+    (unguided rows first, then by scale; DiT, ELIT, ELIT-MB; largest budget first) and ELIT-MB's
+    budget x guidance grids."""
+    from elit.evaluate import GUIDANCE_NAMES, budget_guidance_table
+    guidance = {**GUIDANCE_NAMES, "ag": "autoguidance"}    # the table has room for the full name
+    models, modes = list(MODEL_NAMES), list(guidance)
+    ordered = sorted(rows, key=lambda r: (r["guidance"] != "none", r["scale"], models.index(r["model"]),
+                                          -(r["latents_per_group"] or 99), modes.index(r["guidance"])))
+    head = ["model", "J~", "guidance", "lambda", "weak J~", *(METRIC_NAMES[m] for m in metrics),
+            "GFLOPs/img", "img/s"]
+    table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in ordered:
+        cells = [MODEL_NAMES[r["model"]], r["latents_per_group"] or "-", guidance[r["guidance"]],
+                 f"{r['scale']:g}", r["weak_budget"] or "-", *(f"{r[m]:.2f}" for m in metrics),
+                 f"{r['gflops_per_image']:.2f}", f"{r['images_per_s']:.2f}"]
+        table.append("| " + " | ".join(map(str, cells)) + " |")
+    grids = []
+    for m in metrics:
+        grids += [f"**ELIT-MB, {METRIC_NAMES[m]}** {GRID_NOTE}", "", budget_guidance_table(rows, "elit-mb", m), ""]
+    return {"results-table": "\n".join(table) + "\n", "budget-grids": "\n".join(grids)}
+
+
+def fill_doc(text: str, sections: dict[str, str]) -> str:
+    """Replace what lies between each `<!-- NAME:start -->` line and its `<!-- NAME:end -->`."""
+    for name, body in sections.items():
+        start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"[publish] the results doc has no {start.strip()} ... {end} markers: "
+                             "put them around the section to generate")
+        a = text.index(start) + len(start)
+        text = text[:a] + body + text[text.index(end, a):]
+    return text
+
+
+def publish(out: pathlib.Path, rows: list[dict], metrics, dest: pathlib.Path) -> None:
+    """Copy the report into the docs (DEST/fashion-mnist.json, the figures, the resumable rows) and
+    regenerate the doc's tables, so that the published numbers are the measured ones."""
+    doc = dest / "fashion-mnist.md"
+    if not doc.is_file():
+        raise SystemExit(f"[publish] {doc} does not exist: --publish takes the folder that holds it (docs/results)")
+    text = fill_doc(doc.read_text(), doc_sections(rows, metrics))   # fails before anything is written
+    figures = dest / "fashion-mnist"
+    files = {figures / png.name: png.read_bytes() for png in sorted((out / "report").glob("*.png"))}
+    files[dest / "fashion-mnist.json"] = (out / "report" / "fashion-mnist.json").read_bytes()
+    files[figures / "rows-0.json"] = (json.dumps(rows, indent=1) + "\n").encode()
+    files[doc] = text.encode()
+    figures.mkdir(parents=True, exist_ok=True)
+    for path, content in files.items():   # each file whole or not at all
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, path)
+    print(f"[publish] {dest}: {len(rows)} rows")
+
+
 def sweep(out: pathlib.Path, models: dict, pairs: list, refs: dict, args, metrics, shard: int) -> None:
     from elit.evaluate import run_sweep
     run_sweep(models, pairs, num=args.num, steps=args.steps, sampler="euler", metrics=metrics, ref=refs,
@@ -213,6 +275,8 @@ def main() -> int:
                     "core per image for Inception, plus ~1 min per row for the 2048-d matrix square root)")
     ap.add_argument("--fd-method", default="sqrtm", choices=["sqrtm", "eigh"])
     ap.add_argument("--report-only", action="store_true", help="write OUT/report from the rows measured so far")
+    ap.add_argument("--publish", metavar="DIR", help="then copy the report into DIR (docs/results) and "
+                    "regenerate the tables of DIR/fashion-mnist.md between its section markers")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny models, few steps and samples, the fast domain metric only: checks the pipeline")
     ap.add_argument("--override", action="append", default=[], help="extra `elit train` overrides (key=value)")
@@ -274,6 +338,8 @@ def main() -> int:
                                  "(see above); rerun to resume")
     rows, missing = order_rows(load_rows(out), plan, args)
     report(out, rows, missing, models, wall, args, metrics)
+    if args.publish:
+        publish(out, rows, metrics, pathlib.Path(args.publish))
     return 0
 
 

@@ -12,6 +12,13 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _study():
+    spec = importlib.util.spec_from_file_location("study_fmnist", REPO / "scripts" / "study_fmnist.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    return study
+
+
 @pytest.mark.slow
 def test_study_smoke_runs_end_to_end_and_resumes(tmp_path):
     cmd = [sys.executable, str(REPO / "scripts" / "study_fmnist.py"), "--out", str(tmp_path), "--smoke",
@@ -33,6 +40,18 @@ def test_study_smoke_runs_end_to_end_and_resumes(tmp_path):
     assert "[train] dit: done" in out and f"[sweep] {len(rows)} rows measured, 0 to go" in out
     assert len(rows) == len(json.loads((tmp_path / "plan-0.json").read_text())) + \
         len(json.loads((tmp_path / "plan-1.json").read_text()))
+    # --publish: the report into a docs folder, the doc's generated sections filled, its prose kept
+    dest = tmp_path / "docs"
+    (dest / "fashion-mnist").mkdir(parents=True)
+    (dest / "fashion-mnist.md").write_text("intro\n<!-- results-table:start -->\n<!-- results-table:end -->\n\n"
+                                           "<!-- budget-grids:start -->\n<!-- budget-grids:end -->\nend\n")
+    subprocess.run(cmd + ["--report-only", "--publish", str(dest)], check=True, cwd=REPO)
+    assert json.loads((dest / "fashion-mnist.json").read_text()) == rows
+    assert len(json.loads((dest / "fashion-mnist" / "rows-0.json").read_text())) == len(rows)
+    assert (dest / "fashion-mnist" / "samples-elit-mb.png").is_file()
+    doc = (dest / "fashion-mnist.md").read_text()
+    assert doc.startswith("intro\n") and doc.endswith("end\n") and doc.count("| ELIT-MB |") == len(mb)
+    assert "**ELIT-MB, FD-FMNIST**" in doc
 
 
 def test_plan_has_every_row_the_issue_asks_for_once():
@@ -40,9 +59,7 @@ def test_plan_has_every_row_the_issue_asks_for_once():
     both scales; DiT and single-budget ELIT for comparison. Rows that would repeat another are left
     out: autoguidance needs a weaker pass than the main one, and cheap CFG whose weak pass is the
     main budget is CFG."""
-    spec = importlib.util.spec_from_file_location("study_fmnist", REPO / "scripts" / "study_fmnist.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _study()
     budgets = list(range(1, 17))
     plan = study.sweep_plan({"dit": SimpleNamespace(budgets=[]), "elit": SimpleNamespace(budgets=budgets),
                              "elit-mb": SimpleNamespace(budgets=budgets)})
@@ -81,3 +98,17 @@ def test_committed_results_match_the_committed_models():
         assert r["gflops_per_image"] == pytest.approx(sampling_gflops(
             configs[r["model"]], steps=r["steps"], budget=r["latents_per_group"], guidance=r["guidance"],
             weak_budget=r["weak_budget"], scale=r["scale"] or None), rel=1e-9)
+
+
+def test_results_doc_tables_are_the_published_rows():
+    """The results table and budget grids of fashion-mnist.md are what `--publish` generates from
+    fashion-mnist.json: a number edited by hand, or a row published without its table, fails here."""
+    study = _study()
+    res = REPO / "docs" / "results"
+    text = (res / "fashion-mnist.md").read_text()
+    rows = json.loads((res / "fashion-mnist.json").read_text())
+    assert study.fill_doc(text, study.doc_sections(rows, study.METRICS)) == text
+    table = text.split("<!-- results-table:start -->")[1].split("<!-- results-table:end -->")[0]
+    assert table.count("\n| ") == len(rows) + 1         # the header, then a line per row
+    with pytest.raises(SystemExit, match="budget-grids:start"):
+        study.fill_doc(text.replace("<!-- budget-grids:start -->", ""), study.doc_sections(rows, study.METRICS))
