@@ -12,7 +12,7 @@ import time
 import torch
 
 import elit
-from elit.flops import analytic_gflops
+from elit.cost import analytic_gflops
 
 
 def main():
@@ -29,7 +29,7 @@ def main():
     full = model.budgets[-1]
     if full not in budgets:
         budgets.append(full)
-    x = torch.randn(args.batch, model.config.in_channels, args.input_size, args.input_size)
+    x = torch.randn(args.batch, model.config.backbone.in_channels, args.input_size, args.input_size)
     t = torch.rand(args.batch)
     y = torch.randint(0, model.num_classes, (args.batch,))
     times = {}

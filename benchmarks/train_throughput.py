@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from elit.flops import analytic_gflops
+from elit.cost import analytic_gflops
 from elit.train import distributed as D
 from elit.train.config import load_config
 from elit.train.trainer import Trainer

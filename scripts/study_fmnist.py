@@ -79,7 +79,7 @@ def sweep_plan(models: dict) -> list[tuple[str, dict]]:
     3. the rest: single-budget ELIT at budgets it was never trained for, then guidance at every
        lower budget of ELIT-MB.
     DiT has one budget and no weak pass (no ccfg / ag). ccfg / ag use the lowest trained budget."""
-    from elit.evaluate import sweep_settings
+    from elit.eval.sweep import sweep_settings
     small, moderate = SCALES
     J = models["elit-mb"].budgets[-1]
     low = models["elit-mb"].budgets[0]
@@ -107,15 +107,16 @@ def sweep_plan(models: dict) -> list[tuple[str, dict]]:
 def training_gflops_per_step(config: str) -> float:
     """Expected training FLOPs of one step: 3 x forward (forward + backward) x batch, averaged over
     the budgets the config draws uniformly. `config`: a preset name or a run's resolved config.yaml."""
-    from elit.flops import analytic_gflops
+    from elit.cost import analytic_gflops
     from elit.train.config import load_config
     cfg = load_config(config)
     model_cfg, train = cfg.model, cfg.train
-    if not model_cfg.elit:
+    space = model_cfg.budget_space
+    if not model_cfg.elastic:
         per_image = analytic_gflops(model_cfg)
     elif train.budget == "multi":
-        lo = train.budget_min or model_cfg.min_budget or 1
-        hi = train.budget_max or (model_cfg.latents_per_group or 16)
+        lo = train.budget_min or space.lowest
+        hi = train.budget_max or space.full
         per_image = sum(analytic_gflops(model_cfg, b) for b in range(lo, hi + 1)) / (hi - lo + 1)
     else:
         per_image = analytic_gflops(model_cfg, None if train.budget == "full" else int(train.budget))
@@ -124,7 +125,7 @@ def training_gflops_per_step(config: str) -> float:
 
 def load_rows(out: pathlib.Path) -> list[dict]:
     """Every measured row of every shard file (OUT/rows-*.json), one per setting."""
-    from elit.evaluate import row_key
+    from elit.eval.sweep import row_key
     rows = {}
     for path in sorted(out.glob("rows-*.json")):
         for r in json.loads(path.read_text()):
@@ -134,7 +135,7 @@ def load_rows(out: pathlib.Path) -> list[dict]:
 
 def order_rows(rows: list[dict], plan: list[tuple[str, dict]], args) -> tuple[list[dict], list[tuple[str, dict]]]:
     """The measured rows in plan order, and the planned (label, setting) pairs not measured yet."""
-    from elit.evaluate import row_key, setting_key
+    from elit.eval.sweep import row_key, setting_key
     by_key = {row_key(r): r for r in rows}
     done, missing = [], []
     for label, setting in plan:
@@ -148,8 +149,8 @@ def order_rows(rows: list[dict], plan: list[tuple[str, dict]], args) -> tuple[li
 
 def report(out: pathlib.Path, rows: list[dict], missing: list, models: dict, wall: dict, args, metrics) -> None:
     """OUT/report: results JSON, markdown tables, the plots and a sample grid per model."""
-    from elit.evaluate import budget_guidance_table, format_table, plot_quality_vs_gflops
-    from elit.flops import analytic_gflops
+    from elit.eval.report import budget_guidance_table, format_table, plot_quality_vs_gflops
+    from elit.cost import analytic_gflops
     from elit.sampling import sample, sampling_gflops
     from elit.viz import budget_grid
 
@@ -205,7 +206,7 @@ def doc_sections(rows: list[dict], metrics) -> dict[str, str]:
     """The generated parts of docs/results/fashion-mnist.md, by marker name: the results table
     (unguided rows first, then by scale; DiT, ELIT, ELIT-MB; largest budget first) and ELIT-MB's
     budget x guidance grids."""
-    from elit.evaluate import GUIDANCE_NAMES, budget_guidance_table
+    from elit.eval.report import GUIDANCE_NAMES, budget_guidance_table
     guidance = {**GUIDANCE_NAMES, "ag": "autoguidance"}    # the table has room for the full name
     models, modes = list(MODEL_NAMES), list(guidance)
     ordered = sorted(rows, key=lambda r: (r["guidance"] != "none", r["scale"], models.index(r["model"]),
@@ -257,7 +258,7 @@ def publish(out: pathlib.Path, rows: list[dict], metrics, dest: pathlib.Path) ->
 
 
 def sweep(out: pathlib.Path, models: dict, pairs: list, refs: dict, args, metrics, shard: int) -> None:
-    from elit.evaluate import run_sweep
+    from elit.eval.sweep import run_sweep
     run_sweep(models, pairs, num=args.num, steps=args.steps, sampler="euler", metrics=metrics, ref=refs,
               batch_size=args.batch_size, json_path=out / f"rows-{shard}.json", progress=False,
               net_kwargs={"device": args.device}, fd_method=args.fd_method)
@@ -298,7 +299,7 @@ def main() -> int:
 
     import torch
     from elit.hub import load_pretrained
-    from elit.metrics.evaluate import METRIC_NET, compute_reference
+    from elit.eval.metrics.compute import METRIC_NET, compute_reference
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.shard or args.jobs > 1:

@@ -9,13 +9,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # small forwards far slower; tests that need more set it themselves.
 torch.set_num_threads(1)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+TESTS = pathlib.Path(__file__).resolve().parent
+REPO = TESTS.parent
 
 
 @pytest.fixture
 def fixtures_dir():
-    path = SHARED / "fixtures"
-    if not path.is_dir():
-        pytest.fail(f"reference fixtures not found at {path}: clone the repo beside shared/ as CI does")
-    return path
+    """Reference inputs/outputs of the public reference implementations (see each folder's README)."""
+    return TESTS / "fixtures"

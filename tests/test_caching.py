@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from elit.caching import TeaCache, calibrate, format_table
-from elit.models import ELITModel
+from elit.sampling.cache import TeaCache
+from elit.sampling.calibrate import calibrate, format_table
+from elit.model import ELITModel
 from elit.sampling import sample
 from test_sampling import CallRecorder, one_thread, tiny_model  # noqa: F401  (fixture re-used)
 

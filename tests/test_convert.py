@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 import elit
 from elit.cli import main
-from elit.convert import authors_budget_to_ours, convert_checkpoint, model_config, resolve_kwargs
-from elit.interface import group_tokens
+from elit.interop.convert import authors_budget_to_ours, convert_checkpoint, model_config, resolve_kwargs
+from elit.model.interface import group_tokens
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 BUDGETS = ("1.0", "0.6", "0.5", "0.25", "0.0625")
@@ -143,7 +143,7 @@ def test_authors_elit_activations(elit_fixture):
     grid, window = model.config.grid, iface.window
     raster = group_tokens(torch.arange(64.0).view(1, 64, 1), grid, window)[0, :, :8, 0].reshape(-1)
     core_raster = got["core"][:, raster.argsort()]  # ours is group-major; theirs raster-ascending
-    from elit.interface import ungroup_tokens
+    from elit.model.interface import ungroup_tokens
     read_raster = ungroup_tokens(got["read"][0], grid, window)
     for name, ours in (("head_out", got["head"]), ("read_latents", read_raster), ("core_out", core_raster),
                        ("write_out", got["write"])):
@@ -173,7 +173,7 @@ def test_dit_outputs_and_cfg(fixtures_dir, tmp_path):
     assert main(["convert", "--from", "dit", "--weights", str(fx / "weights.safetensors"),
                  "--config", str(fx / "config.json"), "--out", str(out)]) == 0
     model, io = elit.load_pretrained(out), load_file(str(fx / "io.safetensors"))
-    assert model.config.learn_sigma and model.null_class_id == 10
+    assert model.config.backbone.learn_sigma and model.null_class_id == 10
     with torch.no_grad():
         t = io["t"] / 1000  # DiT takes integer steps; a converted DiT takes t = step / 1000
         assert torch.allclose(model(io["x"], t, io["y"]), io["out"], **TOL)
@@ -342,10 +342,10 @@ def test_presets_follow_reference_defaults(capsys):
 
 
 def test_converted_dit_is_refused_by_the_rectified_flow_sampler(fixtures_dir):
-    from elit.convert import convert_checkpoint
+    from elit.interop.convert import convert_checkpoint
     from elit.sampling import sample
     model = convert_checkpoint("dit", fixtures_dir / "dit-a" / "weights.safetensors",
                                config=fixtures_dir / "dit-a" / "config.json")
-    assert model.config.prediction == "epsilon"
+    assert model.config.backbone.prediction == "epsilon"
     with pytest.raises(ValueError, match="not a rectified-flow velocity"):
         sample(model, seeds=[0], steps=2)

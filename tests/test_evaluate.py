@@ -6,8 +6,8 @@ import torch
 
 import elit
 from elit.cli import main
-from elit.evaluate import sweep_settings
-from elit.metrics.evaluate import compute_reference
+from elit.eval.sweep import sweep_settings
+from elit.eval.metrics.compute import compute_reference
 from elit.sampling import sampling_gflops
 
 
@@ -84,7 +84,7 @@ def test_eval_cli_bad_input(tmp_path, ref, capsys):
 
 
 def test_run_sweep_takes_ordered_pairs_and_skips_measured_ones(tmp_path, ref):
-    from elit.evaluate import run_sweep
+    from elit.eval.sweep import run_sweep
     _, model = tiny(tmp_path, "elit")
     none = lambda b: dict(latents_per_group=b, guidance="none", scale=0.0, weak_budget=None)  # noqa: E731
     kw = dict(num=8, steps=2, sampler="euler", metrics=("fd_fmnist",), ref=str(ref), batch_size=8,
@@ -96,7 +96,7 @@ def test_run_sweep_takes_ordered_pairs_and_skips_measured_ones(tmp_path, ref):
 
 
 def test_budget_guidance_table_puts_each_row_in_its_cell():
-    from elit.evaluate import budget_guidance_table
+    from elit.eval.report import budget_guidance_table
     row = lambda m, b, g, s, fid: dict(model=m, latents_per_group=b, guidance=g, scale=s, fid=fid)  # noqa: E731
     rows = [row("mb", 2, "none", 0.0, 12.0), row("mb", 4, "ccfg", 2.0, 9.5), row("mb", 4, "none", 0.0, 11.0),
             row("mb", 4, "cfg", 0.5, 10.25), row("dit", None, "none", 0.0, 1.0)]

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from elit.flow import TimeSampler, flow_loss, interpolate, shift_time, t_bin_index, velocity_target
-from elit.train.budgets import BudgetSchedule
+from elit.model import BudgetSpace
+from elit.train.budgets import TrainingBudgets
 
 
 def test_interpolation_endpoints_and_velocity():
@@ -64,26 +65,26 @@ def test_t_bins_cover_the_unit_interval():
 
 
 def test_budget_schedule_depends_only_on_seed_and_step():
-    budgets = list(range(1, 17))
-    a, b = BudgetSchedule("multi", budgets, seed=3), BudgetSchedule("multi", budgets, seed=3)
+    budgets = BudgetSpace(16, 1)
+    a, b = TrainingBudgets("multi", budgets, seed=3), TrainingBudgets("multi", budgets, seed=3)
     seq = [a(s) for s in range(4000)]
     assert seq == [b(s) for s in range(4000)]                  # any process, any rank
     assert [a(s) for s in range(3999, -1, -1)] == seq[::-1]    # no hidden state: a resume redraws the same
     counts = torch.bincount(torch.tensor(seq), minlength=17)[1:]
     assert counts.min() > 4000 / 16 * 0.7                     # every budget drawn, roughly uniformly
-    assert seq != [BudgetSchedule("multi", budgets, seed=4)(s) for s in range(4000)]
+    assert seq != [TrainingBudgets("multi", budgets, seed=4)(s) for s in range(4000)]
 
 
 def test_budget_modes_and_errors():
-    budgets = list(range(1, 17))
-    capped = BudgetSchedule("multi", budgets, seed=0, lo=2, hi=4)
+    budgets = BudgetSpace(16, 1)
+    capped = TrainingBudgets("multi", budgets, seed=0, lo=2, hi=4)
     assert {capped(s) for s in range(200)} == {2, 3, 4}
-    assert BudgetSchedule("full", budgets, seed=0)(7) == 16
-    assert BudgetSchedule(4, budgets, seed=0)(7) == 4
-    assert BudgetSchedule("full", [], seed=0)(7) is None      # plain DiT
+    assert TrainingBudgets("full", budgets, seed=0)(7) == 16
+    assert TrainingBudgets(4, budgets, seed=0)(7) == 4
+    assert TrainingBudgets("full", BudgetSpace(), seed=0)(7) is None      # plain DiT
     with pytest.raises(ValueError, match="budget_max"):
-        BudgetSchedule("multi", budgets, seed=0, lo=2, hi=17)
+        TrainingBudgets("multi", budgets, seed=0, lo=2, hi=17)
     with pytest.raises(ValueError, match="not one of the model's budgets"):
-        BudgetSchedule(0, budgets, seed=0)
+        TrainingBudgets(0, budgets, seed=0)
     with pytest.raises(ValueError, match="plain backbone"):
-        BudgetSchedule("multi", [], seed=0)
+        TrainingBudgets("multi", BudgetSpace(), seed=0)

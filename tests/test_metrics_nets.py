@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from elit.metrics import compute_metrics, compute_reference, get_extractor
-from elit.metrics.base import FeatureExtractor
-from elit.metrics.dinov2 import DINOv2Features, DinoVisionTransformer
-from elit.metrics.images import fmnist_images
-from elit.metrics.inception import tf_bilinear_resize
-from elit.metrics.stats import frechet_distance, frechet_distance_features
+from elit.eval.metrics import compute_metrics, compute_reference, get_extractor
+from elit.eval.metrics.base import FeatureExtractor
+from elit.eval.metrics.dinov2 import DINOv2Features, DinoVisionTransformer
+from elit.eval.metrics.images import fmnist_images
+from elit.eval.metrics.inception import tf_bilinear_resize
+from elit.eval.metrics.stats import frechet_distance, frechet_distance_features
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2)  # keeps patch 14 and the 37x37 position table
 
@@ -103,7 +103,7 @@ def test_dinov2_pos_embed_interpolation_and_missing_weights(monkeypatch, tmp_pat
 
 def test_shipped_classifier_is_accurate_and_fd_fmnist_orders(fmnist_ext):
     from elit.data.fashion_mnist import load_fashion_mnist
-    from elit.metrics.classifier import evaluate_accuracy, to_input
+    from elit.eval.metrics.classifier import evaluate_accuracy, to_input
     x, y = load_fashion_mnist("test")
     assert evaluate_accuracy(fmnist_ext.net, to_input(x[:2000].unsqueeze(1)), y[:2000]) > 0.85
     assert "NOT FID" in fmnist_ext.protocol
@@ -117,7 +117,7 @@ def test_shipped_classifier_is_accurate_and_fd_fmnist_orders(fmnist_ext):
 
 def test_classifier_training_is_deterministic(tmp_path):
     from safetensors.torch import load_file
-    from elit.metrics.classifier import train_classifier
+    from elit.eval.metrics.classifier import train_classifier
     for name in ("a", "b"):
         train_classifier(str(tmp_path / f"{name}.safetensors"), epochs=1, num_train=512, log=lambda *_: None)
     a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from elit.metrics import scores
-from elit.metrics.images import as_uint8_nchw, iter_image_batches
-from elit.metrics.stats import (FeatureStats, RunningStats, frechet_distance, frechet_distance_features, load_stats,
+from elit.eval.metrics import scores
+from elit.eval.metrics.images import as_uint8_nchw, iter_image_batches
+from elit.eval.metrics.stats import (FeatureStats, RunningStats, frechet_distance, frechet_distance_features, load_stats,
                                 save_stats)
 
 

@@ -1,13 +1,15 @@
-"""The ELIT model: shapes, budgets, the properties the method relies on, and input errors."""
+"""The model side beyond the per-backbone suite (tests/backbones): configs, presets, budget rules,
+grouping, RoPE, and the layering rule that the model imports nothing else from elit."""
 import json
+import pathlib
 import math
 
 import pytest
 import torch
 
 import elit
-from elit.interface import group_tokens, ungroup_tokens
-from elit.layers import apply_rope, rope_frequencies
+from elit.model.interface import group_tokens, ungroup_tokens
+from elit.model.layers import apply_rope, rope_frequencies
 
 TINY = dict(input_size=16, in_channels=3, patch_size=2, hidden_size=32, depth=4, num_heads=4,
             num_classes=5, head_depth=1, tail_depth=1, window=[4, 4])  # 8x8 tokens, 4 groups, J=16
@@ -37,32 +39,6 @@ def inputs(B=2, C=3, size=16, seed=1):
     return torch.randn(B, C, size, size, generator=g), torch.rand(B, generator=g), torch.randint(0, 5, (B,), generator=g)
 
 
-def test_shapes_at_every_budget_and_float_int_agree():
-    model = randomize_(tiny()).eval()
-    x, t, y = inputs()
-    assert model.budgets == list(range(1, 17))
-    outs = {}
-    with torch.no_grad():
-        for b in model.budgets:
-            outs[b] = model(x, t, y, budget=b)
-            assert outs[b].shape == x.shape
-        assert torch.equal(model(x, t, y, budget=1.0), outs[16])
-        assert torch.equal(model(x, t, y, budget=None), outs[16])
-        assert torch.equal(model(x, t, y, budget=0.5), outs[8])
-        assert torch.equal(model(x, t, y, budget=0.6), outs[9])   # floor(9.6)
-        assert torch.equal(model(x, t, y, budget=1 / 16), outs[1])
-    # budgets really change the computation
-    assert (outs[1] - outs[16]).abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("budget", [0, 17, -1, 0.0, 1.5, -0.25, 0.01, True, "4", 4.0 + 1])
-def test_invalid_budgets_raise(budget):
-    model = tiny()
-    x, t, y = inputs()
-    with pytest.raises(ValueError, match="budget"):
-        model(x, t, y, budget=budget)
-
-
 def test_min_budget_limits_valid_budgets():
     model = tiny(min_budget=4)
     assert model.budgets == list(range(4, 17))
@@ -70,14 +46,6 @@ def test_min_budget_limits_valid_budgets():
         model.resolve_budget(3)
     with pytest.raises(ValueError, match="smallest"):
         model.resolve_budget(0.125)  # 2 of 16
-
-
-def test_plain_backbone_has_no_budgets():
-    model = elit.create_model("DiT-S/2", **{k: v for k, v in TINY.items() if k not in ("head_depth", "tail_depth", "window")})
-    x, t, y = inputs()
-    assert model.budgets == [] and model(x, t, y).shape == x.shape
-    with pytest.raises(ValueError, match="no latent interface"):
-        model(x, t, y, budget=4)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -93,7 +61,7 @@ def test_bad_inputs_raise_clear_errors():
         model(x, torch.rand(3), y)
     with pytest.raises(ValueError, match="y is required"):
         model(x, t, None)
-    with pytest.raises(ValueError, match="unknown model config field"):
+    with pytest.raises(ValueError, match="unknown config key model.hidden"):
         tiny(hidden=3)
     with pytest.raises(ValueError, match="unknown model"):
         elit.create_model("ELIT-DiT-Q/2")
@@ -105,82 +73,6 @@ def test_other_resolution_changes_number_of_groups():
     model = randomize_(tiny()).eval()
     x, t, y = inputs(size=32)   # 16x16 tokens -> 16 windows of 4x4, J unchanged
     assert model(x, t, y, budget=3).shape == x.shape
-
-
-def test_prefix_property_unused_latent_slots_have_no_effect():
-    model = randomize_(tiny()).eval()
-    x, t, y = inputs()
-    j = 5
-    ref = model(x, t, y, budget=j)
-    with torch.no_grad():
-        model.interface.latent_queries[j:] += 10 * torch.randn_like(model.interface.latent_queries[j:])
-    assert torch.equal(model(x, t, y, budget=j), ref)
-    model.train()
-    model(x, t, y, budget=j).square().mean().backward()
-    grad = model.interface.latent_queries.grad
-    assert grad[j:].abs().max() == 0 and grad[:j].abs().max() > 0
-
-
-def test_fresh_elit_equals_head_plus_tail_with_core_skipped():
-    """Read's adaLN and Write's output layers start at zero: the tail first sees the head's output."""
-    model = tiny()
-    zero_parts = ("interface.read.adaLN_modulation", "interface.write.attn.proj", "interface.write.mlp.fc2")
-    randomize_(model, keep_zero=zero_parts).eval()
-    x, t, y = inputs()
-    bb = model.backbone
-    head, core, tail = model.layout()
-    with torch.no_grad():
-        state = bb.embed(x, t, y)
-        rope = bb.rope(bb.spatial_coordinates(state.grid), x.device)
-        h = state.tokens
-        for i in list(head) + list(tail):
-            h = bb.blocks[i](h, state.cond, rope)
-        expected = bb.finish(h, state)
-        for b in (1, 7, 16):
-            assert torch.allclose(model(x, t, y, budget=b), expected, atol=1e-5)
-    # and a trained-looking Write breaks the equality (the test can fail)
-    randomize_(model)
-    with torch.no_grad():
-        assert not torch.allclose(model(x, t, y, budget=16), expected, atol=1e-3)
-
-
-@pytest.mark.parametrize("budget", [3, 16])
-def test_every_parameter_used_by_a_budget_gets_a_gradient(budget):
-    model = randomize_(tiny()).train()
-    x, t, y = inputs()
-    model(x, t, y, budget=budget).square().mean().backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
-    if budget == 16:
-        assert no_grad == []
-    else:
-        assert no_grad == ["interface.latent_queries"] or no_grad == []
-        assert model.interface.latent_queries.grad[budget:].abs().max() == 0
-
-
-def test_groups_are_independent_in_read():
-    model = randomize_(tiny()).eval()
-    iface = model.interface
-    grid, D = (8, 8), 32
-    g = torch.Generator().manual_seed(3)
-    tokens = torch.randn(1, 64, D, generator=g)
-    c = torch.randn(1, D, generator=g)
-    base, _ = iface.read_latents(tokens, grid, c, kept=16)
-    changed = tokens.clone().view(1, 8, 8, D)
-    # window (row 1, col 0) = group 2; a random change (a constant one would vanish in LayerNorm)
-    changed[:, 4:8, 0:4] += torch.randn(1, 4, 4, D, generator=g)
-    after, _ = iface.read_latents(changed.view(1, 64, D), grid, c, kept=16)
-    diff = (after - base).abs().amax(dim=(0, 2, 3))
-    assert diff[2] > 1e-3
-    assert torch.equal(diff[[0, 1, 3]], torch.zeros(3))
-
-
-def test_batch_elements_do_not_interact():
-    model = randomize_(tiny()).eval()
-    x, t, y = inputs(B=3)
-    with torch.no_grad():
-        full = model(x, t, y, budget=4)
-        one = model(x[1:2], t[1:2], y[1:2], budget=4)
-    assert torch.allclose(full[1:2], one, atol=1e-5)
 
 
 @pytest.mark.parametrize("grid,window", [((8, 8), (4, 4)), ((8, 6), (2, 3)), ((4, 8, 8), (2, 4, 4))])
@@ -240,3 +132,99 @@ def test_list_models_and_paper_layouts():
     with torch.device("meta"):
         xl512 = elit.create_model("ELIT-DiT-XL/2", input_size=64)
     assert xl512.interface.window == (8, 8) and xl512.budgets[0] == 4 and xl512.budgets[-1] == 64
+
+
+def test_every_preset_builds_with_keyword_overrides():
+    """`create_model(name, input_size=32, in_channels=4, num_classes=10, hidden_size=96, num_heads=4)`
+    works for every preset, and a preset's ELIT form has the same backbone as its plain form."""
+    small = dict(input_size=32, in_channels=4, num_classes=10, hidden_size=96, num_heads=4)
+    x, t, y = torch.randn(1, 4, 32, 32), torch.rand(1), torch.tensor([3])
+    for name in elit.list_models():
+        with torch.device("meta"):
+            full = elit.create_model(name)
+        assert full.config.backbone.hidden_size >= 384, name
+        if "/2" not in name or not name.startswith(("ELIT-", "U-ViT", "DiT-S")):
+            continue
+        model = elit.create_model(name, **small).eval()
+        with torch.no_grad():
+            assert model(x, t, y, budget=model.budgets[0] if model.budgets else None).shape == x.shape, name
+        if name.startswith("ELIT-"):
+            plain = elit.model.preset_config(name[len("ELIT-"):], **small)
+            assert plain.backbone == model.config.backbone and not plain.elastic
+
+
+def test_config_is_frozen_and_round_trips_in_both_spellings():
+    cfg = tiny().config
+    with pytest.raises(Exception):
+        cfg.backbone.hidden_size = 64
+    assert elit.ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert elit.ModelConfig.from_dict(cfg.flat()) == cfg
+    assert cfg.override(hidden_size=64).backbone.hidden_size == 64 and cfg.backbone.hidden_size == 32
+    plain = cfg.override(elit=False)
+    assert plain.interface is None and plain.split is None and plain.budget_space.budgets == []
+    assert json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()
+    with pytest.raises(ValueError, match="unknown model config part"):
+        elit.ModelConfig.from_dict({**cfg.to_dict(), "extra": 1})
+    with pytest.raises(ValueError, match="unknown backbone"):
+        elit.ModelConfig.from_dict({**cfg.flat(), "backbone": "resnet"})
+
+
+def test_one_budget_space_serves_model_config_and_cost():
+    model = tiny(min_budget=3)
+    space = model.budget_space
+    assert space == model.config.budget_space == elit.BudgetSpace(16, 3)
+    assert space.budgets == model.budgets == list(range(3, 17))
+    assert [space.resolve(b) for b in (None, 5, 0.5, 1.0)] == [16, 5, 8, 16]
+    from elit.cost import analytic_gflops
+    from elit.sampling import sampling_gflops
+    for bad in (2, 17, 0.125):
+        for call in (lambda: model(*inputs(), budget=bad), lambda: analytic_gflops(model.config, bad),
+                     lambda: sampling_gflops(model.config, steps=2, budget=bad)):
+            with pytest.raises(ValueError, match="budget"):
+                call()
+    assert elit.BudgetSpace().budgets == [] and elit.BudgetSpace().resolve(None) is None
+
+
+def test_model_side_imports_nothing_else_from_elit():
+    """elit.model may import only itself and the leaf elit.errors (the layering the docs promise)."""
+    import ast
+    root = pathlib.Path(elit.__file__).parent / "model"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name.startswith("elit") and not name.startswith(("elit.model", "elit.errors")):
+                    pytest.fail(f"{path.relative_to(root.parent)} imports {name}")
+
+
+def test_no_import_cycles_between_elit_packages():
+    """Module-level imports between elit's packages form a DAG (no cycle through any module)."""
+    import ast
+    src = pathlib.Path(elit.__file__).parent
+    modules = {".".join(p.relative_to(src.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in src.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.parse(path.read_text()).body:   # module level only: lazy imports inside functions are fine
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("elit"):
+                subs = {f"{node.module}.{a.name}" for a in node.names} & set(modules)
+                # `from pkg import submodule` needs the submodule; any other name needs pkg itself
+                deps.update(subs if len(subs) == len(node.names) else subs | {node.module})
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("elit"))
+        graph[name] = {d for d in deps if d in modules and d != name}
+    state = {}
+
+    def visit(n, stack):
+        state[n] = "open"
+        for d in graph[n]:
+            if state.get(d) == "open":
+                pytest.fail("import cycle: " + " -> ".join(stack + [n, d]))
+            if d not in state:
+                visit(d, stack + [n])
+        state[n] = "done"
+    for n in graph:
+        if n not in state:
+            visit(n, [])

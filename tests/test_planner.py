@@ -5,7 +5,7 @@ import pytest
 
 import elit
 from elit.cli import main
-from elit.planner import PROXY_METRIC, build_table, choose, command_for
+from elit.sampling.planner import PROXY_METRIC, build_table, choose, command_for
 from elit.sampling import sampling_gflops
 from test_sampling import one_thread, tiny_model  # noqa: F401  (fixture re-used)
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import elit
-from elit.flops import analytic_gflops
+from elit.cost import analytic_gflops
 from elit.sampling import initial_noise, plan_run, sample, sampling_gflops
-from elit.sampling_schedule import BudgetSchedule, step_budgets, time_grid
+from elit.sampling.schedules import BudgetSchedule, step_budgets, time_grid
 
 
 def tiny_model(num_classes=10):

@@ -38,15 +38,15 @@ def test_presets_resolve():
         load_config(name)
     mb, sb = load_config("imagenet256-elit-dit-xl2-mb"), load_config("imagenet256-elit-dit-xl2")
     assert (mb.train.global_batch_size, sb.train.global_batch_size) == (384, 256)
-    assert mb.model.hidden_size == 1152 and mb.model.depth == 28 and mb.model.head_depth == 4
+    assert mb.model.backbone.hidden_size == 1152 and mb.model.backbone.depth == 28 and mb.model.split.head == 4
     assert (mb.train.lr, mb.train.warmup_steps, mb.train.ema_decay, mb.train.max_steps) == (1e-4, 10000, 0.9999, 500000)
     base, dit = load_config("fmnist-elit-dit"), load_config("fmnist-dit")
-    assert (dit.model.hidden_size, dit.model.depth) == (base.model.hidden_size, base.model.depth) and not dit.model.elit
+    assert dit.model.backbone == base.model.backbone and not dit.model.elastic
 
 
 def test_overrides_beat_the_file_and_unknown_keys_are_named():
     cfg = load_config("fmnist-elit-dit", ["model.hidden_size=48", "train.lr=2e-4", "log.sample_budgets=[1,4]"])
-    assert cfg.model.hidden_size == 48 and cfg.train.lr == 2e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.model.backbone.hidden_size == 48 and cfg.train.lr == 2e-4 and isinstance(cfg.train.lr, float)
     assert cfg.log.sample_budgets == [1, 4]
     with pytest.raises(ValueError, match=r"train\.lrr.*valid keys in 'train':.*\blr\b"):
         load_config("fmnist-elit-dit", ["train.lrr=1"])
@@ -63,7 +63,7 @@ def test_config_file_and_cli_errors(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"model": {"preset": "ELIT-DiT-S/2"}, "data": {"name": "fmnist"},
                                     "train": {"lr": "3e-4"}}))
     cfg = load_config(str(path))
-    assert cfg.model.hidden_size == 384 and cfg.train.lr == 3e-4
+    assert cfg.model.backbone.hidden_size == 384 and cfg.train.lr == 3e-4
     assert elit_main(["train", "--config", "no-such-preset", "--out", str(tmp_path / "x")]) == 2
     assert "neither a file nor a built-in preset" in capsys.readouterr().err
     assert elit_main(["train", "--out", str(tmp_path / "x"), "train.bogus=1"]) == 2

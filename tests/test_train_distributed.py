@@ -86,14 +86,15 @@ def test_fsdp2_two_processes_train_resume_and_export(tmp_path, single):
 
 BUDGET_CHECK = textwrap.dedent("""
     import sys, torch, torch.distributed as dist
-    from elit.train.budgets import BudgetSchedule
+    from elit.model import BudgetSpace
+    from elit.train.budgets import TrainingBudgets
     from elit.train.logger import LossStats
     dist.init_process_group("gloo")
     rank, budgets = dist.get_rank(), list(range(1, 17))
     report = open(f"{sys.argv[1]}/rank{rank}.txt", "w")  # one file per rank: stdout lines interleave
     seeds = {"shared": 0, "per-rank": rank}  # the second imitates a rank-dependent draw
     for name, seed in seeds.items():
-        schedule, stats = BudgetSchedule("multi", budgets, seed=seed), LossStats(2, budgets, "cpu")
+        schedule, stats = TrainingBudgets("multi", BudgetSpace(16, 1), seed=seed), LossStats(2, budgets, "cpu")
         drawn = [schedule(step) for step in range(50)]
         for step, b in enumerate(drawn):
             stats.add(step, torch.ones(2), torch.tensor([0.1, 0.9]), b)

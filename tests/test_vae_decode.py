@@ -63,7 +63,7 @@ def test_sample_cli_decodes_latents_to_rgb_pngs(setup, tmp_path, capsys):
 
 
 def test_eval_cli_decodes_before_measuring(setup, tmp_path):
-    from elit.metrics.evaluate import compute_reference
+    from elit.eval.metrics.compute import compute_reference
     ref = tmp_path / "ref.npz"
     # any 3-channel images work as a reference for the wiring: the decoded samples of other seeds
     model = elit.load_pretrained(setup / "model")

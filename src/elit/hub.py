@@ -1,73 +1,78 @@
 """save_pretrained / load_pretrained: a folder with config.json + model.safetensors.
 
-Writes go to a temporary sibling folder that is renamed into place, so a crash never leaves a
-half-written model where a complete one is expected.
+The folder is written beside its destination and renamed into place, so a crash never leaves a
+half-written model where a complete one is expected. config.json holds the structured model
+config (format elit-model/2); folders written before the config redesign (elit-model/1, a flat
+config) still load.
 """
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
-import tempfile
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from elit.jsonio import read_json
-from elit.models import ELITModel, ModelConfig
+from elit._io import read_json, replace_dir, temp_dir_beside
+from elit.errors import MissingInputError, UserError
+from elit.model import ELITModel, ModelConfig
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
-FORMAT = "elit-model/1"
+FORMAT = "elit-model/2"
+READABLE_FORMATS = ("elit-model/1", FORMAT)
 
 
 def save_pretrained(model: ELITModel, path, extra: dict | None = None) -> pathlib.Path:
-    """Write `model` (its config and float weights) to folder `path`, replacing it atomically."""
+    """Write `model` (its config and weights) to folder `path`, replacing it atomically."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = temp_dir_beside(path)
     try:
         meta = {"format": FORMAT, "model": model.config.to_dict(), **(extra or {})}
-        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
 def read_config(path) -> tuple[ModelConfig, dict]:
+    """The model config of a model folder, and its whole config.json."""
     path = pathlib.Path(path)
     cfg_file = path / CONFIG_NAME
     if not cfg_file.is_file() or not (path / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"{path} is not an elit model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
+        raise MissingInputError(f"{path} is not an elit model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME}; "
                                 f"train one with `elit train` or convert one with `elit convert`)")
     meta = read_json(cfg_file, "model config")
-    if meta.get("format") != FORMAT or "model" not in meta:
-        raise ValueError(f"{cfg_file} is not an elit model config (format {meta.get('format')!r}, "
-                         f"expected {FORMAT!r})")
-    return ModelConfig.from_dict(meta["model"]), meta
+    if not isinstance(meta, dict) or meta.get("format") not in READABLE_FORMATS or "model" not in meta:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise UserError(f"{cfg_file} is not an elit model config (format {found!r}, expected one of "
+                        f"{list(READABLE_FORMATS)})")
+    try:
+        return ModelConfig.from_dict(meta["model"]), meta
+    except ValueError as e:
+        raise UserError(f"{cfg_file}: {e}") from None
 
 
 def load_pretrained(path, device="cpu", dtype: torch.dtype | None = None) -> ELITModel:
     """Load a folder written by `save_pretrained` (or `elit train` / `elit convert`), in eval mode."""
     config, _ = read_config(path)
-    model = ELITModel(config)
+    with torch.device("meta"):   # no time spent on an initialisation the weights overwrite
+        model = ELITModel(config)
+    weights = pathlib.Path(path) / WEIGHTS_NAME
     try:
-        state = load_file(str(pathlib.Path(path) / WEIGHTS_NAME))
+        state = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types for truncated files
-        raise ValueError(f"cannot read {pathlib.Path(path) / WEIGHTS_NAME}: {e}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"weights in {path} do not match its config: missing {missing[:8]}, "
-                         f"unexpected {unexpected[:8]}")
+        raise UserError(f"cannot read {weights}: {e}") from None
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        raise UserError(f"weights in {path} do not match its config: missing {missing[:8]}, unexpected "
+                        f"{unexpected[:8]}, wrong shapes {wrong[:8]}")
+    model.load_state_dict(state, assign=True)
     model = model.to(device=device, dtype=dtype) if dtype else model.to(device)
     return model.eval()

@@ -7,6 +7,7 @@ VAE's config unless given (SD's VAE has no shift_factor; FLUX/SD3 VAEs have one)
 from __future__ import annotations
 
 import torch
+from elit.errors import MissingInputError, UserError
 
 
 def load_vae(name: str, subfolder: str | None = None, dtype: torch.dtype = torch.float32, device="cpu"):
@@ -14,11 +15,11 @@ def load_vae(name: str, subfolder: str | None = None, dtype: torch.dtype = torch
     try:
         from diffusers import AutoencoderKL
     except ImportError as e:
-        raise ValueError("VAE models need diffusers: pip install 'elit[diffusers]'") from e
+        raise UserError("VAE models need diffusers: pip install 'elit[diffusers]'") from e
     try:
         vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder, torch_dtype=dtype)
     except (OSError, EnvironmentError) as e:  # missing folder / not on the hub / offline
-        raise FileNotFoundError(f"cannot load AutoencoderKL {name!r}"
+        raise MissingInputError(f"cannot load AutoencoderKL {name!r}"
                                 f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {e}") from e
     return vae.to(device).eval().requires_grad_(False)
 
@@ -36,7 +37,7 @@ class LatentDecoder:
     @torch.no_grad()
     def __call__(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.shape[1] != self.latent_channels:
-            raise ValueError(f"the VAE expects {self.latent_channels}-channel latents, the model makes "
+            raise UserError(f"the VAE expects {self.latent_channels}-channel latents, the model makes "
                              f"{latents.shape[1]}")
         p = next(self.vae.parameters())
         z = latents.to(p.device, p.dtype) / self.scaling_factor + self.shift_factor

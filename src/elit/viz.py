@@ -12,12 +12,13 @@ import tempfile
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from elit.errors import UserError
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, C, H, W) floats in [-1, 1] -> (N, H, W, C) uint8, clamped (C = 1 or 3)."""
     if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
+        raise UserError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
     x = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy()
 
@@ -56,13 +57,13 @@ def budget_grid(rows: list[torch.Tensor], row_labels: list[str], path, pad: int 
     grayscale unless a row is RGB. Returns the path written.
     """
     if len(rows) != len(row_labels):
-        raise ValueError(f"{len(rows)} rows but {len(row_labels)} row labels")
+        raise UserError(f"{len(rows)} rows but {len(row_labels)} row labels")
     if not rows:
-        raise ValueError("budget_grid needs at least one row")
+        raise UserError("budget_grid needs at least one row")
     arrays = [to_uint8(r) for r in rows]
     h, w = arrays[0].shape[1:3]
     if any(a.shape[1:3] != (h, w) for a in arrays):
-        raise ValueError("all images in a grid must have the same height and width")
+        raise UserError("all images in a grid must have the same height and width")
     rgb = any(a.shape[-1] == 3 for a in arrays)
     zoom = max(1, -(-min_size // h))  # ceil: upscale tiny images to at least min_size pixels
     cell_h, cell_w = h * zoom, w * zoom

@@ -13,6 +13,7 @@ from elit.data.image_folder import ImageFolder, center_crop_arr
 from elit.data.latents import LatentShardDataset, LatentShardWriter
 from elit.data.sampler import InfiniteLoader, ResumableSampler, infinite_batches
 from elit.data.synthetic import SyntheticDataset
+from elit.errors import UserError
 
 # name -> (constructor, accepted spec keys besides "name")
 _DATASETS = {
@@ -33,7 +34,7 @@ _ALIASES = {"fashion-mnist": "fmnist", "fashion_mnist": "fmnist", "image_folder"
 
 def _need_root(spec: dict) -> str:
     if not spec.get("root"):
-        raise ValueError(f"data spec for {spec['name']!r} needs a 'root' folder")
+        raise UserError(f"data spec for {spec['name']!r} needs a 'root' folder")
     return spec["root"]
 
 
@@ -42,16 +43,16 @@ def build_dataset(spec: dict) -> Dataset:
     {"name": "fmnist", "root": None, "split": "train"},
     {"name": "folder", "root": "/data/imagenet/train", "image_size": 256, "flip": True},
     {"name": "latents", "root": "/data/in256-sdvae", "flip": True}.
-    Unknown names or keys raise ValueError (a typo in a config should not be silently ignored)."""
+    Unknown names or keys raise UserError (a typo in a config should not be silently ignored)."""
     spec = dict(spec)
     name = str(spec.get("name", "")).lower()
     name = _ALIASES.get(name, name)
     if name not in _DATASETS:
-        raise ValueError(f"unknown dataset name {spec.get('name')!r}; valid names: {', '.join(_DATASETS)}")
+        raise UserError(f"unknown dataset name {spec.get('name')!r}; valid names: {', '.join(_DATASETS)}")
     make, keys = _DATASETS[name]
     unknown = set(spec) - keys - {"name"}
     if unknown:
-        raise ValueError(f"data spec for {name!r} has unknown keys {sorted(unknown)}; accepted: {sorted(keys)}")
+        raise UserError(f"data spec for {name!r} has unknown keys {sorted(unknown)}; accepted: {sorted(keys)}")
     spec["name"] = name
     return make(spec)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from elit.errors import MissingInputError, UserError
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -35,7 +36,7 @@ def _find(folder: Path, name: str) -> Path:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"Fashion-MNIST file {name}(.gz) not found in {folder}: run `apt-get install dataset-fashion-mnist`, "
         "or put the four idx files in a folder and pass root=... (or set ELIT_FMNIST_ROOT)")
 
@@ -46,17 +47,17 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-        raise ValueError(f"{path}: corrupt gzip file ({e})") from e
+        raise UserError(f"{path}: corrupt gzip file ({e})") from e
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: file too short for an idx header ({len(raw)} bytes)")
+        raise UserError(f"{path}: file too short for an idx header ({len(raw)} bytes)")
     magic = int.from_bytes(raw[:4], "big")
     if magic != _MAGIC[ndim]:
-        raise ValueError(f"{path}: bad idx magic number {magic:#010x}, expected {_MAGIC[ndim]:#010x}")
+        raise UserError(f"{path}: bad idx magic number {magic:#010x}, expected {_MAGIC[ndim]:#010x}")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     expected = header + int(np.prod(dims))
     if len(raw) != expected:
-        raise ValueError(f"{path}: size {len(raw)} bytes does not match header dims {dims} "
+        raise UserError(f"{path}: size {len(raw)} bytes does not match header dims {dims} "
                          f"({expected} bytes expected); the file is truncated or corrupt")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
@@ -67,9 +68,9 @@ def _load_cached(split: str, folder: str) -> tuple[np.ndarray, np.ndarray]:
     images = _read_idx(_find(Path(folder), f"{prefix}-images-idx3-ubyte"), 3)
     labels = _read_idx(_find(Path(folder), f"{prefix}-labels-idx1-ubyte"), 1)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{folder}: {split} has {images.shape[0]} images but {labels.shape[0]} labels")
+        raise UserError(f"{folder}: {split} has {images.shape[0]} images but {labels.shape[0]} labels")
     if labels.size and labels.max() >= len(CLASS_NAMES):
-        raise ValueError(f"{folder}: {split} labels go up to {labels.max()}, expected < {len(CLASS_NAMES)}")
+        raise UserError(f"{folder}: {split} labels go up to {labels.max()}, expected < {len(CLASS_NAMES)}")
     return images, labels
 
 
@@ -80,10 +81,10 @@ def load_fashion_mnist(split: str = "train", root: str | None = None) -> tuple[t
     returned tensors are fresh copies, so callers may modify them.
     """
     if split not in _PREFIX:
-        raise ValueError(f"unknown Fashion-MNIST split {split!r}; choose 'train' or 'test'")
+        raise UserError(f"unknown Fashion-MNIST split {split!r}; choose 'train' or 'test'")
     folder = _resolve_root(root)
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Fashion-MNIST folder {folder} does not exist: run `apt-get install dataset-fashion-mnist`, "
             "or put the four idx files in a folder and pass root=... (or set ELIT_FMNIST_ROOT)")
     images, labels = _load_cached(split, str(folder.resolve()))

@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from elit.data.seeding import EpochFlipMixin
+from elit.errors import MissingInputError, UserError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -38,12 +39,12 @@ def scan_image_folder(root: str | Path) -> tuple[list[Path], list[int], list[str
     """Return (files, labels, class_names); class_names is [] for a flat (unconditional) folder."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
+        raise MissingInputError(f"image folder {root} does not exist")
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     top_files = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     classes = [d for d in subdirs if _images_under(d)]
     if classes and top_files:
-        raise ValueError(f"{root} mixes images ({top_files[0].name}, ...) with class sub-folders; "
+        raise UserError(f"{root} mixes images ({top_files[0].name}, ...) with class sub-folders; "
                          "use either one sub-folder per class or a flat folder of images")
     files, labels = [], []
     if classes:
@@ -56,7 +57,7 @@ def scan_image_folder(root: str | Path) -> tuple[list[Path], list[int], list[str
         files, names = sorted(top_files), []
         labels = [0] * len(files)
     if not files:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {root}")
+        raise UserError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {root}")
     return files, labels, names
 
 
@@ -69,7 +70,7 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
             # (alpha is dropped, not composited).
             rgb = im.convert("RGB")
     except Exception as e:  # PIL raises many types for bad files
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        raise UserError(f"cannot read image {path}: {e}") from e
     return center_crop_arr(rgb, size)
 
 
@@ -83,7 +84,7 @@ class ImageFolder(EpochFlipMixin, Dataset):
 
     def __init__(self, root: str | Path, image_size: int = 256, flip: bool = False, seed: int = 0):
         if image_size <= 0:
-            raise ValueError(f"image_size must be positive, got {image_size}")
+            raise UserError(f"image_size must be positive, got {image_size}")
         self.root = Path(root)
         self.files, self.labels, self.class_names = scan_image_folder(self.root)
         self.image_size, self.flip, self.seed = int(image_size), bool(flip), int(seed)

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from elit.data.seeding import EpochFlipMixin
+from elit.errors import MissingInputError, UserError
 
 FORMAT = "elit-latents"
 VERSION = 1
@@ -54,21 +55,21 @@ class LatentShardDataset(EpochFlipMixin, Dataset):
         if not index_path.is_file():
             hint = " (the extraction is unfinished: rerun `elit extract-latents` with the same arguments)" \
                 if (self.root / PROGRESS).is_file() else ""
-            raise FileNotFoundError(f"no {INDEX} in {self.root}{hint}")
+            raise MissingInputError(f"no {INDEX} in {self.root}{hint}")
         self.index = json.loads(index_path.read_text())
         if self.index.get("format") != FORMAT or self.index.get("version") != VERSION:
-            raise ValueError(f"{index_path}: not an {FORMAT} v{VERSION} index "
+            raise UserError(f"{index_path}: not an {FORMAT} v{VERSION} index "
                              f"(format={self.index.get('format')!r}, version={self.index.get('version')!r})")
         self.shards = [self.root / s["file"] for s in self.index["shards"]]
         counts = [int(s["num_items"]) for s in self.index["shards"]]
         for path in self.shards:
             if not path.is_file():
-                raise FileNotFoundError(f"latent shard {path} listed in {index_path} is missing")
+                raise MissingInputError(f"latent shard {path} listed in {index_path} is missing")
         self.starts = [0]
         for n in counts:
             self.starts.append(self.starts[-1] + n)
         if self.starts[-1] != self.index["num_items"]:
-            raise ValueError(f"{index_path}: shards hold {self.starts[-1]} items, index says {self.index['num_items']}")
+            raise UserError(f"{index_path}: shards hold {self.starts[-1]} items, index says {self.index['num_items']}")
         self.flip, self.seed = bool(flip), int(seed)
         self.class_names = list(self.index.get("class_names") or [])
         self.num_classes = int(self.index.get("num_classes") or max(1, len(self.class_names)))
@@ -111,25 +112,25 @@ class LatentShardWriter:
 
     def __init__(self, root: str | Path, settings: dict, shard_size: int):
         if shard_size <= 0:
-            raise ValueError(f"shard size must be positive, got {shard_size}")
+            raise UserError(f"shard size must be positive, got {shard_size}")
         self.root, self.settings, self.shard_size = Path(root), settings, int(shard_size)
         self.shards: list[dict] = []
         progress = self.root / PROGRESS
         if (self.root / INDEX).exists():
-            raise ValueError(f"{self.root} already holds a finished latent set ({INDEX}); choose another --out")
+            raise UserError(f"{self.root} already holds a finished latent set ({INDEX}); choose another --out")
         if progress.is_file():
             saved = json.loads(progress.read_text())
             if saved.get("settings") != settings:
                 diff = sorted(k for k in set(settings) | set(saved.get("settings", {}))
                               if settings.get(k) != saved.get("settings", {}).get(k))
-                raise ValueError(f"{self.root} holds an unfinished extraction with other settings "
+                raise UserError(f"{self.root} holds an unfinished extraction with other settings "
                                  f"(differs in: {', '.join(diff)}); choose another --out or the same arguments")
             self.shards = saved["shards"]
         elif self.root.exists() and any(self.root.iterdir()):
-            raise ValueError(f"{self.root} is not empty and is not an unfinished extraction; choose another --out")
+            raise UserError(f"{self.root} is not empty and is not an unfinished extraction; choose another --out")
         for s in self.shards:
             if not (self.root / s["file"]).is_file():
-                raise ValueError(f"{self.root}: shard {s['file']} recorded in {PROGRESS} is missing")
+                raise UserError(f"{self.root}: shard {s['file']} recorded in {PROGRESS} is missing")
         # Nothing is written until the first shard is ready, so a run that fails early (a bad VAE path)
         # leaves no progress file behind that would block a corrected rerun.
         self._buf_z: list[torch.Tensor] = []
@@ -155,7 +156,7 @@ class LatentShardWriter:
     def add(self, latents: torch.Tensor, labels: torch.Tensor) -> None:
         """Buffer a batch; write every full shard."""
         if latents.shape[0] != labels.shape[0]:
-            raise ValueError(f"{latents.shape[0]} latents but {labels.shape[0]} labels")
+            raise UserError(f"{latents.shape[0]} latents but {labels.shape[0]} labels")
         self._buf_z.append(latents.detach().cpu())
         self._buf_y.append(labels.detach().cpu())
         while sum(t.shape[0] for t in self._buf_z) >= self.shard_size:
@@ -170,7 +171,7 @@ class LatentShardWriter:
             self._write_shard(torch.cat(self._buf_z), torch.cat(self._buf_y))
         self._buf_z, self._buf_y = [], []
         if not self.shards:
-            raise ValueError("no latents were written")
+            raise UserError("no latents were written")
         with safe_open(str(self.root / self.shards[0]["file"]), framework="pt") as f:
             sl = f.get_slice("latents")
             shape, dtype = sl.get_shape()[1:], sl.get_dtype()

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from elit.data.seeding import derive_seed
+from elit.errors import UserError
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -46,15 +47,15 @@ class ResumableSampler:
             rank = dist_rank if rank is None else rank
             world_size = dist_world if world_size is None else world_size
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+            raise UserError(f"rank {rank} is not in [0, world_size={world_size})")
         if batch_size <= 0 or num_items <= 0:
-            raise ValueError(f"need positive batch_size and num_items, got {batch_size} and {num_items}")
+            raise UserError(f"need positive batch_size and num_items, got {batch_size} and {num_items}")
         self.num_items, self.batch_size, self.seed = int(num_items), int(batch_size), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.global_batch_size = self.batch_size * self.world_size
         if self.drop_last and self.num_items < self.global_batch_size:
-            raise ValueError(f"{self.num_items} items cannot fill one global batch of {self.global_batch_size} "
+            raise UserError(f"{self.num_items} items cannot fill one global batch of {self.global_batch_size} "
                              f"({self.world_size} ranks x {self.batch_size}) with drop_last=True")
         self.epoch, self.position = 0, 0
 
@@ -97,10 +98,10 @@ class ResumableSampler:
         batch size, shuffle and drop_last must match (the number of ranks may differ)."""
         for key in ("seed", "num_items", "global_batch_size", "shuffle", "drop_last"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(f"cannot resume the data order: checkpoint has {key}={state[key]!r}, "
+                raise UserError(f"cannot resume the data order: checkpoint has {key}={state[key]!r}, "
                                  f"this run has {getattr(self, key)!r}")
         if not 0 <= state["position"] <= len(self):
-            raise ValueError(f"checkpoint data position {state['position']} outside this epoch's {len(self)} batches")
+            raise UserError(f"checkpoint data position {state['position']} outside this epoch's {len(self)} batches")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
@@ -118,7 +119,7 @@ class InfiniteLoader:
     def __init__(self, dataset: Dataset, sampler: ResumableSampler, *, num_workers: int = 0,
                  pin_memory: bool = False, collate_fn=None, prefetch_factor: int | None = None):
         if len(dataset) != sampler.num_items:
-            raise ValueError(f"sampler is for {sampler.num_items} items but the dataset has {len(dataset)}")
+            raise UserError(f"sampler is for {sampler.num_items} items but the dataset has {len(dataset)}")
         self.dataset, self.sampler = dataset, sampler
         self.loader_kwargs = {"num_workers": num_workers, "pin_memory": pin_memory, "collate_fn": collate_fn}
         if num_workers > 0 and prefetch_factor is not None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import torch
 from torch.utils.data import Dataset
+from elit.errors import UserError
 
 
 class SyntheticDataset(Dataset):
     def __init__(self, shape=(4, 32, 32), num_classes: int = 1000, size: int = 100_000, seed: int = 0):
         if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"synthetic data needs a (C, H, W) shape of positive sizes, got {shape}")
+            raise UserError(f"synthetic data needs a (C, H, W) shape of positive sizes, got {shape}")
         if size < 1 or num_classes < 1:
-            raise ValueError("synthetic data needs size >= 1 and num_classes >= 1")
+            raise UserError("synthetic data needs size >= 1 and num_classes >= 1")
         self.image_shape = tuple(int(s) for s in shape)
         self.num_classes, self.size, self.seed = num_classes, size, seed
         self.class_names = [str(i) for i in range(num_classes)]

@@ -9,31 +9,36 @@ from __future__ import annotations
 import random
 
 from elit.data.seeding import derive_seed
+from elit.errors import UserError
+from elit.model import BudgetSpace
 
 _BUDGET_STREAM = 0xB0D6E7  # keeps budget draws independent of the other per-step random streams
 
 
-class BudgetSchedule:
-    def __init__(self, mode, model_budgets: list[int], seed: int, lo: int | None = None, hi: int | None = None):
+class TrainingBudgets:
+    """`draws(step)` -> the budget of that step. mode: "multi" (uniform over lo..hi), "full", or an int."""
+
+    def __init__(self, mode, space: BudgetSpace, seed: int, lo: int | None = None, hi: int | None = None):
         self.seed = int(seed)
-        if not model_budgets:  # plain backbone: no interface, no budget
+        budgets = space.budgets
+        if not budgets:  # plain backbone: no interface, no budget
             if mode != "full":
-                raise ValueError("a plain backbone has no budgets; set train.budget=full")
+                raise UserError("a plain backbone has no budgets; set train.budget=full")
             self.choices = [None]
             return
         if mode == "full":
-            self.choices = [model_budgets[-1]]
+            self.choices = [budgets[-1]]
         elif mode == "multi":
-            lo = model_budgets[0] if lo is None else int(lo)
-            hi = model_budgets[-1] if hi is None else int(hi)
-            if not (model_budgets[0] <= lo <= hi <= model_budgets[-1]):
-                raise ValueError(f"train.budget_min={lo} / budget_max={hi} must satisfy "
-                                 f"{model_budgets[0]} <= min <= max <= {model_budgets[-1]} (model.budgets)")
+            lo = budgets[0] if lo is None else int(lo)
+            hi = budgets[-1] if hi is None else int(hi)
+            if not (budgets[0] <= lo <= hi <= budgets[-1]):
+                raise UserError(f"train.budget_min={lo} / budget_max={hi} must satisfy "
+                                f"{budgets[0]} <= min <= max <= {budgets[-1]} (model.budgets)")
             self.choices = list(range(lo, hi + 1))
         else:
-            if int(mode) not in model_budgets:
-                raise ValueError(f"train.budget={mode} is not one of the model's budgets "
-                                 f"{model_budgets[0]}..{model_budgets[-1]}")
+            if isinstance(mode, bool) or int(mode) not in budgets:
+                raise UserError(f"train.budget={mode} is not one of the model's budgets "
+                                f"{budgets[0]}..{budgets[-1]}")
             self.choices = [int(mode)]
 
     def __call__(self, step: int) -> int | None:

@@ -14,6 +14,7 @@ import re
 import tempfile
 
 import torch
+from elit.errors import UserError
 
 FORMAT = "elit-train-checkpoint/1"
 _NAME = re.compile(r"^step-(\d{7,})\.pt$")
@@ -73,9 +74,9 @@ def load_checkpoint(path: pathlib.Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, ...: all mean the same to the user
         reason = str(e).split(". ")[0]  # torch appends paragraphs of advice; the first sentence says it
-        raise ValueError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {reason}); "
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {reason}); "
                          f"{fix} (the other checkpoints are untouched)") from None
     required = ("format", "step", "model", "ema", "optimizer", "scheduler", "data", "config")
     if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in required):
-        raise ValueError(f"checkpoint {path} is not a complete elit training checkpoint; {fix}")
+        raise UserError(f"checkpoint {path} is not a complete elit training checkpoint; {fix}")
     return state

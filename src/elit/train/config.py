@@ -1,6 +1,6 @@
 """Training configs: YAML files with five sections, dotted command-line overrides, strict keys.
 
-    model:  ModelConfig fields (optionally `preset: ELIT-DiT-B/2` and overrides on top of it)
+    model:  flat model config fields (optionally `preset: ELIT-DiT-B/2` and overrides on top of it)
     data:   a dataset spec for `elit.data.build_dataset` ({name: fmnist | folder | latents, ...})
     train:  objective, budgets, optimiser, EMA (TrainSettings)
     log:    logging, checkpoints, sample grids (LogSettings)
@@ -19,7 +19,9 @@ from importlib import resources
 
 import yaml
 
-from elit.models import MODEL_PRESETS, ModelConfig
+from elit.errors import MissingInputError, UserError
+from elit.model import MODEL_PRESETS, ModelConfig
+from elit.model.config import LEGACY_TRAINING_FIELDS, build_dataclass
 
 
 @dataclass
@@ -27,6 +29,7 @@ class TrainSettings:
     seed: int = 0
     max_steps: int = 1000
     global_batch_size: int = 256        # over all ranks; each rank takes global / world_size
+    class_dropout_prob: float = 0.1     # labels -> the null class, so the model learns CFG's unconditional pass
     # ---- objective (elit.flow)
     time_distribution: str = "logit_normal"   # or "uniform"
     time_mean: float = 0.0
@@ -88,7 +91,7 @@ class RunConfig:
     system: SystemSettings
 
     def to_dict(self) -> dict:
-        return {"model": self.model.to_dict(), "data": dict(self.data), "train": dataclasses.asdict(self.train),
+        return {"model": self.model.flat(), "data": dict(self.data), "train": dataclasses.asdict(self.train),
                 "log": dataclasses.asdict(self.log), "system": dataclasses.asdict(self.system)}
 
 
@@ -103,14 +106,14 @@ def read_yaml(name_or_file: str) -> dict:
     elif name_or_file in list_presets():
         text = _PRESET_DIR.joinpath(f"{name_or_file}.yaml").read_text()
     else:
-        raise FileNotFoundError(f"config {name_or_file!r} is neither a file nor a built-in preset; "
+        raise MissingInputError(f"config {name_or_file!r} is neither a file nor a built-in preset; "
                                 f"presets: {', '.join(list_presets())}")
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"config {name_or_file!r} is not valid YAML: {e}") from None
+        raise UserError(f"config {name_or_file!r} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"config {name_or_file!r} must be a mapping with sections {TOP_LEVEL}")
+        raise UserError(f"config {name_or_file!r} must be a mapping with sections {TOP_LEVEL}")
     return raw
 
 
@@ -131,58 +134,38 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key, sep, text = item.partition("=")
         parts = key.split(".")
         if not sep or len(parts) != 2 or not all(parts):
-            raise ValueError(f"override {item!r} must look like section.key=value (e.g. train.lr=2e-4); "
+            raise UserError(f"override {item!r} must look like section.key=value (e.g. train.lr=2e-4); "
                              f"sections: {', '.join(TOP_LEVEL)}")
         section, name = parts
         if section not in TOP_LEVEL:
-            raise ValueError(f"unknown config section {section!r} in override {item!r}; valid: {', '.join(TOP_LEVEL)}")
+            raise UserError(f"unknown config section {section!r} in override {item!r}; valid: {', '.join(TOP_LEVEL)}")
         raw.setdefault(section, {})[name] = _parse_value(text)
     return raw
-
-
-def _coerce(cls, section: str, values: dict):
-    valid = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown config key {section}.{unknown[0]}; valid keys in {section!r}: "
-                         f"{', '.join(valid)}")
-    out = {}
-    for name, value in values.items():
-        default = valid[name].default
-        # YAML gives ints for "1" and strings for "1e-4"; make them the field's type.
-        if isinstance(default, float) and not isinstance(default, bool) and isinstance(value, (int, str)) \
-                and not isinstance(value, bool):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(f"{section}.{name} must be a number, got {value!r}") from None
-        out[name] = value
-    return cls(**out)
 
 
 def resolve_config(raw: dict) -> RunConfig:
     unknown = sorted(set(raw) - set(TOP_LEVEL))
     if unknown:
-        raise ValueError(f"unknown config section {unknown[0]!r}; valid sections: {', '.join(TOP_LEVEL)}")
+        raise UserError(f"unknown config section {unknown[0]!r}; valid sections: {', '.join(TOP_LEVEL)}")
     for section in TOP_LEVEL:
         if not isinstance(raw.get(section) or {}, dict):
-            raise ValueError(f"config section {section!r} must be a mapping, got {raw[section]!r}")
+            raise UserError(f"config section {section!r} must be a mapping, got {raw[section]!r}")
     model_raw = dict(raw.get("model") or {})
+    train_raw = dict(raw.get("train") or {})
+    for name in LEGACY_TRAINING_FIELDS:   # older configs kept the class dropout under model:
+        if name in model_raw:
+            train_raw.setdefault(name, model_raw.pop(name))
     preset = model_raw.pop("preset", None)
     if preset is not None:
         if preset not in MODEL_PRESETS:
-            raise ValueError(f"unknown model preset model.preset={preset!r}; available: {', '.join(MODEL_PRESETS)}")
+            raise UserError(f"unknown model preset model.preset={preset!r}; available: {', '.join(MODEL_PRESETS)}")
         model_raw = {**MODEL_PRESETS[preset], **model_raw}
-    model_fields = [f.name for f in dataclasses.fields(ModelConfig)]
-    bad = sorted(set(model_raw) - set(model_fields))
-    if bad:
-        raise ValueError(f"unknown config key model.{bad[0]}; valid keys in 'model': preset, {', '.join(model_fields)}")
-    model = _coerce(ModelConfig, "model", model_raw)
-    model.validate()
+    model = ModelConfig.from_dict(model_raw)
     data = dict(raw.get("data") or {})
     if "name" not in data:
-        raise ValueError("config section 'data' needs a 'name' (fmnist, folder or latents)")
-    cfg = RunConfig(model=model, data=data, **{s: _coerce(cls, s, dict(raw.get(s) or {})) for s, cls in SECTIONS.items()})
+        raise UserError("config section 'data' needs a 'name' (fmnist, folder or latents)")
+    sections = {"train": train_raw, "log": dict(raw.get("log") or {}), "system": dict(raw.get("system") or {})}
+    cfg = RunConfig(model=model, data=data, **{s: build_dataclass(cls, sections[s], s) for s, cls in SECTIONS.items()})
     check_settings(cfg)
     return cfg
 
@@ -190,27 +173,29 @@ def resolve_config(raw: dict) -> RunConfig:
 def check_settings(cfg: RunConfig) -> None:
     t, lg, sy = cfg.train, cfg.log, cfg.system
     if isinstance(t.budget, str) and t.budget not in ("multi", "full"):
-        raise ValueError(f"train.budget must be 'multi', 'full' or an int (latents per group), got {t.budget!r}")
-    if not cfg.model.elit and t.budget != "full":
-        raise ValueError(f"a plain backbone (model.elit=false) has no budgets: set train.budget=full "
+        raise UserError(f"train.budget must be 'multi', 'full' or an int (latents per group), got {t.budget!r}")
+    if not cfg.model.elastic and t.budget != "full":
+        raise UserError(f"a plain backbone (model.elit=false) has no budgets: set train.budget=full "
                          f"(got {t.budget!r})")
-    if getattr(cfg.model, "prediction", "velocity") != "velocity":
-        raise ValueError(f"elit train trains rectified-flow velocity models; model.prediction="
-                         f"{cfg.model.prediction!r} is for converted DiT checkpoints (set model.prediction=velocity)")
+    if cfg.model.backbone.prediction != "velocity":
+        raise UserError(f"elit train trains rectified-flow velocity models; model.prediction="
+                        f"{cfg.model.backbone.prediction!r} is for converted checkpoints (set model.prediction=velocity)")
+    if not 0.0 <= t.class_dropout_prob < 1.0:
+        raise UserError(f"train.class_dropout_prob must lie in [0, 1), got {t.class_dropout_prob}")
     if t.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {t.lr_schedule!r}")
+        raise UserError(f"train.lr_schedule must be 'constant' or 'cosine', got {t.lr_schedule!r}")
     if t.max_steps < 1 or t.global_batch_size < 1:
-        raise ValueError("train.max_steps and train.global_batch_size must be >= 1")
+        raise UserError("train.max_steps and train.global_batch_size must be >= 1")
     if not 0.0 <= t.ema_decay < 1.0:
-        raise ValueError(f"train.ema_decay must lie in [0, 1), got {t.ema_decay}")
+        raise UserError(f"train.ema_decay must lie in [0, 1), got {t.ema_decay}")
     if min(lg.log_every, lg.ckpt_every, lg.keep_last, lg.t_bins) < 1:
-        raise ValueError("log.log_every, log.ckpt_every, log.keep_last and log.t_bins must be >= 1")
+        raise UserError("log.log_every, log.ckpt_every, log.keep_last and log.t_bins must be >= 1")
     if sy.parallel not in ("ddp", "fsdp"):
-        raise ValueError(f"system.parallel must be 'ddp' or 'fsdp', got {sy.parallel!r}")
+        raise UserError(f"system.parallel must be 'ddp' or 'fsdp', got {sy.parallel!r}")
     if sy.precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"system.precision must be 'auto', 'bf16' or 'fp32', got {sy.precision!r}")
+        raise UserError(f"system.precision must be 'auto', 'bf16' or 'fp32', got {sy.precision!r}")
     if sy.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"system.device must be 'auto', 'cpu' or 'cuda', got {sy.device!r}")
+        raise UserError(f"system.device must be 'auto', 'cpu' or 'cuda', got {sy.device!r}")
 
 
 def load_config(name_or_file: str, overrides: list[str] = ()) -> RunConfig:

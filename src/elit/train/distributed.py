@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from elit.errors import UserError
+
 
 @dataclass
 class DistEnv:
@@ -43,13 +45,13 @@ def init_distributed(device: str = "auto") -> DistEnv:
     local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise ValueError("system.device=cuda but CUDA is not available; use system.device=cpu or auto")
+        raise UserError("system.device=cuda but CUDA is not available; use system.device=cpu or auto")
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         if "MASTER_ADDR" not in os.environ:
-            raise ValueError(f"WORLD_SIZE={world} but MASTER_ADDR is not set; launch with torchrun "
+            raise UserError(f"WORLD_SIZE={world} but MASTER_ADDR is not set; launch with torchrun "
                              f"(torchrun --nproc_per_node=K -m elit train ...) or export MASTER_ADDR/MASTER_PORT")
         os.environ.setdefault("RANK", str(rank))
         os.environ.setdefault("WORLD_SIZE", str(world))
@@ -61,14 +63,15 @@ def init_distributed(device: str = "auto") -> DistEnv:
 
 def wrap_model(model: nn.Module, parallel: str, env: DistEnv) -> nn.Module:
     """DDP or FSDP2 around `model` (the returned module is the one to call in training). FSDP2
-    shards each block, then the root (embedders, Read/Write, final layer), so only one block's full
-    weights exist at a time; `fully_shard` works in place, so parameter names do not change."""
+    shards each unit the model names (`model.shard_units()`: its blocks), then the root (embedders,
+    Read/Write, final layer), so only one block's full weights exist at a time; `fully_shard` works
+    in place, so parameter names do not change."""
     if not env.distributed:
         return model
     if parallel == "fsdp":
         from torch.distributed.fsdp import fully_shard
-        for block in model.backbone.blocks:
-            fully_shard(block)
+        for unit in model.shard_units():
+            fully_shard(unit)
         fully_shard(model)
         return model
     from torch.nn.parallel import DistributedDataParallel

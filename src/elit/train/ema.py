@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from elit.train.distributed import full_tensor
+from elit.errors import UserError
 
 
 class EMA:
@@ -32,7 +33,7 @@ class EMA:
     def load_full_state(self, state: dict) -> None:
         missing = sorted(set(self.names) - set(state))
         if missing:
-            raise ValueError(f"EMA state lacks parameters {missing[:5]}")
+            raise UserError(f"EMA state lacks parameters {missing[:5]}")
         for i, (name, s) in enumerate(zip(self.names, self.shadow)):
             full = state[name].to(device=s.device, dtype=torch.float32)
             if hasattr(s, "device_mesh"):  # FSDP2 DTensor: keep only this rank's shard

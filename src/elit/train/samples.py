@@ -19,9 +19,9 @@ def default_sample_budgets(model) -> list[int | None]:
 
 
 def row_label(config, budget: int | None) -> str:
-    from elit.flops import analytic_gflops
+    from elit.cost import analytic_gflops
     gflops = analytic_gflops(config, budget)
-    name = "full (DiT)" if budget is None else f"J={budget}"
+    name = "plain backbone" if budget is None else f"budget {budget}"
     return f"{name}  {gflops:.3g} GFLOPs"
 
 

@@ -21,11 +21,13 @@ from tqdm import tqdm
 
 from elit.data import build_dataset, infinite_batches
 from elit.data.seeding import derive_seed
+from elit.errors import UserError
 from elit.flow import TimeSampler, flow_loss
 from elit.hub import save_pretrained
-from elit.models import ELITModel, ModelConfig
+from elit.model import ELITModel, ModelConfig
+from elit.model.interface import check_grid
 from elit.train import distributed as D
-from elit.train.budgets import BudgetSchedule
+from elit.train.budgets import TrainingBudgets
 from elit.train.checkpoint import list_checkpoints, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from elit.train.config import RunConfig, dump_config
 from elit.train.ema import EMA
@@ -38,31 +40,21 @@ _NOISE_STREAM = 0x5EED  # per-step stream for eps, t and class dropout
 def check_model_fits_data(model: ModelConfig, dataset) -> None:
     """Refuse, before any compute, a model that cannot train on this data."""
     C, H, W = dataset.image_shape
+    b = model.backbone
     fix = "change the model.* keys or pick a config made for this data"
-    if C != model.in_channels:
-        raise ValueError(f"the data has {C} channels but model.in_channels={model.in_channels}; "
-                         f"set model.in_channels={C} ({fix})")
+    if C != b.in_channels:
+        raise UserError(f"the data has {C} channels but model.in_channels={b.in_channels}; "
+                        f"set model.in_channels={C} ({fix})")
     if H != W:
-        raise ValueError(f"the data is {H}x{W}; only square inputs are supported")
-    if H != model.input_size:
-        raise ValueError(f"the data is {H}x{W} but model.input_size={model.input_size}; "
-                         f"set model.input_size={H} ({fix})")
-    if H % model.patch_size:
-        raise ValueError(f"resolution {H} is not divisible by model.patch_size={model.patch_size}")
-    if model.elit:
-        from elit.interface import check_grid
-        grid = (H // model.patch_size,) * 2
-        window = model.resolved_window()
-        try:
-            check_grid(grid, window)
-        except ValueError:
-            raise ValueError(f"resolution {H} with patch {model.patch_size} gives a {grid[0]}x{grid[1]} token grid, "
-                             f"which windows of {window[0]}x{window[1]} tokens do not divide; set model.window "
-                             f"to a divisor of {grid[0]} (e.g. model.window=[{grid[0] // 4 or 1},{grid[1] // 4 or 1}]) "
-                             f"or change the resolution") from None
-    if model.num_classes not in (0, dataset.num_classes):
-        raise ValueError(f"the data has {dataset.num_classes} classes but model.num_classes={model.num_classes}; "
-                         f"set model.num_classes={dataset.num_classes} (or 0 for an unconditional model)")
+        raise UserError(f"the data is {H}x{W}; only square inputs are supported")
+    if H != b.input_size:
+        raise UserError(f"the data is {H}x{W} but model.input_size={b.input_size}; "
+                        f"set model.input_size={H} ({fix})")
+    if model.elastic:
+        check_grid(model.grid, model.window)   # ModelConfig checked it at the build size, which is H
+    if b.num_classes not in (0, dataset.num_classes):
+        raise UserError(f"the data has {dataset.num_classes} classes but model.num_classes={b.num_classes}; "
+                        f"set model.num_classes={dataset.num_classes} (or 0 for an unconditional model)")
 
 
 def _lr_lambda(cfg):
@@ -92,22 +84,23 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.amp = sy.precision == "bf16" or (sy.precision == "auto" and env.device.type == "cuda")
         if tr.global_batch_size % env.world_size:
-            raise ValueError(f"train.global_batch_size={tr.global_batch_size} is not divisible by the "
+            raise UserError(f"train.global_batch_size={tr.global_batch_size} is not divisible by the "
                              f"{env.world_size} processes")
         # A null key means "not given" (so a preset's `root: null` can be left for the command line).
         self.dataset = build_dataset({k: v for k, v in cfg.data.items() if v is not None})
         check_model_fits_data(cfg.model, self.dataset)
 
         torch.manual_seed(tr.seed)  # identical init on every rank (FSDP2 does not broadcast weights)
-        model = ELITModel(ModelConfig.from_dict(cfg.model.to_dict())).to(env.device)
+        model = ELITModel(cfg.model).to(env.device)
         model.grad_checkpointing = sy.grad_checkpointing
-        self.schedule = BudgetSchedule(tr.budget, model.budgets, tr.seed, tr.budget_min, tr.budget_max)
+        model.check_values = False   # t and y come from this trainer, not from a user
+        self.schedule = TrainingBudgets(tr.budget, model.budget_space, tr.seed, tr.budget_min, tr.budget_max)
         self.null_class = model.null_class_id
         for b in cfg.log.sample_budgets or []:  # fail now, not after hours of training
             try:
                 model.resolve_budget(b)
             except ValueError as e:
-                raise ValueError(f"log.sample_budgets: {e}") from None
+                raise UserError(f"log.sample_budgets: {e}") from None
         self.wrapped = D.wrap_model(model, sy.parallel, env)
         self.model = model  # parameter names are those of the bare model under DDP and FSDP2 alike
         if sy.compile:
@@ -146,13 +139,13 @@ class Trainer:
             return False
         path = found[-1]
         ckpt = load_checkpoint(path)
-        old, new = ckpt["config"]["model"], self.cfg.model.to_dict()
+        old, new = ModelConfig.from_dict(ckpt["config"]["model"]).flat(), self.cfg.model.flat()
         if old != new:
-            raise ValueError(f"{self.out} holds a run of a different model ({'; '.join(_config_diff(old, new))}); "
+            raise UserError(f"{self.out} holds a run of a different model ({'; '.join(_config_diff(old, new))}); "
                              f"restore those model settings to resume, or use a new --out to start a new run")
         if ckpt["fsdp"] != D.is_fsdp(self.model):
             was = "fsdp" if ckpt["fsdp"] else "ddp/single-process"
-            raise ValueError(f"checkpoint {path.name} was written by a {was} run; resume it with the same "
+            raise UserError(f"checkpoint {path.name} was written by a {was} run; resume it with the same "
                              f"system.parallel setting")
         for section in ("train", "data"):
             diff = _config_diff(ckpt["config"][section], self.cfg.to_dict()[section])
@@ -189,10 +182,10 @@ class Trainer:
         n = tr.global_batch_size  # draw for the global batch, keep this rank's positions
         eps = torch.randn((n, *x.shape[1:]), generator=g, device=dev)
         t = self.time_sampler(n, g, dev)
-        drop = torch.rand(n, generator=g, device=dev) < self.cfg.model.class_dropout_prob
+        drop = torch.rand(n, generator=g, device=dev) < tr.class_dropout_prob
         mine = slice(env.rank, None, env.world_size)
         eps, t, drop = eps[mine], t[mine], drop[mine]
-        if self.cfg.model.num_classes > 0:
+        if self.cfg.model.backbone.num_classes > 0:
             y = torch.where(drop, torch.full_like(y, self.null_class), y.to(dev))
         else:
             y = None
@@ -225,8 +218,9 @@ class Trainer:
         return path
 
     def ema_model(self, ema_state: dict) -> ELITModel:
-        model = ELITModel(ModelConfig.from_dict(self.cfg.model.to_dict()))
-        model.load_state_dict(ema_state)
+        with torch.device("meta"):
+            model = ELITModel(self.cfg.model)
+        model.load_state_dict(ema_state, assign=True)
         return model.to(self.env.device).eval()
 
     def run(self) -> dict:

@@ -1,0 +1,65 @@
+"""The `elit` command line: one module per subcommand, each written the same way and imported only
+when its command runs (so `elit --help` starts in a blink).
+
+A subcommand module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+A `UserError` (bad input the user can fix) is printed as one line and exits with status 2;
+anything else is a bug and keeps its traceback (status 1).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> module in elit.cli; one-line help (kept here so `elit --help` imports nothing)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train a model from a YAML config (resumable; torchrun-aware)"),
+    "sample": ("sample", "sample a trained model at any budget with optional guidance"),
+    "flops": ("flops", "GFLOPs per forward (and per sampling run) at each budget"),
+    "plan": ("plan", "choose steps/budget/guidance for a target cost"),
+    "eval": ("eval", "budget sweep: generate and measure quality vs GFLOPs"),
+    "ref": ("ref", "compute reference feature statistics (.npz)"),
+    "fid": ("fid", "FID (or FDD, FD-FMNIST) between two image folders or .npz files"),
+    "convert": ("convert", "convert reference checkpoints (authors' ELIT-SiT, SiT, DiT, U-ViT)"),
+    "extract-latents": ("extract_latents", "encode an image folder to VAE latent shards"),
+    "train-classifier": ("train_classifier", "train the Fashion-MNIST feature classifier (domain metric)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elit", description="Elastic-budget diffusion transformers (ELIT).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        build_parser().print_help()
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"elit: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(f"elit.cli.{module_name}")
+    parser = argparse.ArgumentParser(prog=f"elit {name}", description=module.__doc__.split("\n\n")[0].strip()
+                                     if module.__doc__ else help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    args.command = name
+    from elit.errors import UserError
+    try:
+        return int(module.run(args) or 0)
+    except UserError as e:
+        print(f"elit {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"elit {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""`elit eval`: a budget sweep. Sample each model at each (budget, guidance, scale), measure FID (or
+other metrics) against a reference, print the table, and optionally save the rows (resumable)
+and a quality-vs-GFLOPs plot.
+
+    elit eval --model runs/fm/model --ref fmnist-test --metrics fid,fd_fmnist --budgets 1,4,16 --json rows.json
+"""
+from __future__ import annotations
+
+import pathlib
+
+from elit.errors import UserError
+
+HELP = "budget sweep: generate and measure quality vs GFLOPs"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", action="append", required=True,
+                        help="model folder; repeat for several (optionally LABEL=DIR)")
+    parser.add_argument("--budgets", default=None, help="comma-separated latents per group (default: all)")
+    parser.add_argument("--guidance", default="none", help="comma-separated: none,cfg,ccfg,ag")
+    parser.add_argument("--scales", "--scale", dest="scales", default="1.0",
+                        help="comma-separated guidance scales lambda (0 = none; w = 1 + lambda)")
+    parser.add_argument("--weak-budget", type=int, default=None, help="weak pass budget (default: the lowest)")
+    parser.add_argument("--num", type=int, default=2000, help="samples per row (FID needs thousands)")
+    parser.add_argument("--ref", action="append", required=True,
+                        help="reference: stats .npz, image folder, ADM .npz or fmnist-test; NET=REF per network")
+    parser.add_argument("--metrics", default="fid", help="comma-separated: fid,fdd,fd_fmnist,is,precision,recall,kid")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--sampler", default="euler", choices=["euler", "heun"])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed-start", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, help="write (and resume from) the rows as JSON")
+    parser.add_argument("--plot", default=None, help="write a quality-vs-GFLOPs plot (PNG)")
+    parser.add_argument("--plot-metric", default=None, help="metric on the plot's y axis (default: the first)")
+    parser.add_argument("--fd-method", default="sqrtm", choices=["sqrtm", "eigh"],
+                        help="matrix square root of the Frechet distance: scipy sqrtm (the pytorch-fid/ADM "
+                             "recipe) or a symmetric eigendecomposition (same value, faster)")
+    parser.add_argument("--vae", default=None, help="AutoencoderKL that decodes latent-space models' samples")
+    parser.add_argument("--vae-subfolder", default=None)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _parse_list(text: str, cast, what: str) -> list:
+    try:
+        return [cast(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--{what} must be a comma-separated list, got {text!r}") from None
+
+
+def run(args) -> int:
+    from elit.eval.report import format_table, plot_quality_vs_gflops
+    from elit.eval.sweep import run_sweep, sweep_settings
+    from elit.hub import load_pretrained
+
+    if args.num < 2:
+        raise UserError("--num must be at least 2 (a covariance needs two samples; FID needs thousands)")
+    models = {}
+    for spec in args.model:
+        label, _, path = spec.rpartition("=") if "=" in spec else (None, None, spec)
+        models[label or pathlib.Path(path).name] = load_pretrained(path, device=args.device)
+    guidances = _parse_list(args.guidance, str, "guidance")
+    bad = [g for g in guidances if g not in ("none", "cfg", "ccfg", "ag")]
+    if bad:
+        raise UserError(f"unknown guidance mode(s) {bad}; choose from none, cfg, ccfg, ag")
+    scales = _parse_list(args.scales, float, "scales")
+    metrics = _parse_list(args.metrics, str, "metrics")
+    refs = {}
+    for r in args.ref:
+        net, sep, path = r.partition("=")
+        if sep and net in ("inception", "dinov2", "fmnist"):
+            refs[net] = path
+        else:
+            refs = r
+    asked = _parse_list(args.budgets, int, "budgets") if args.budgets else None
+    settings = {}
+    for label, m in models.items():
+        if not m.budgets:       # a plain backbone: one row per guidance setting, no budgets
+            settings[label] = sweep_settings([None], guidances, scales, None, None)
+            continue
+        budgets = asked or m.budgets
+        bad = [b for b in budgets if b not in m.budgets]
+        if bad:
+            raise UserError(f"budgets {bad} are not valid for model {label} (valid: {m.budgets})")
+        settings[label] = sweep_settings(budgets, guidances, scales, args.weak_budget, m.budgets[0])
+    decode = None
+    if args.vae:
+        from elit.vae import LatentDecoder, load_vae
+        decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=args.device))
+    rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
+                     ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
+                     seed_start=args.seed_start, fd_method=args.fd_method, decode=decode)
+    print(format_table(rows, metrics))
+    for m, proto in rows[-1]["protocols"].items() if rows else []:
+        print(f"{m}: {proto}")
+    print(f"steps {args.steps} ({args.sampler}); GFLOPs per image for the whole run, 2 x multiply-adds")
+    if args.plot:
+        print(f"plot: {plot_quality_vs_gflops(rows, args.plot_metric or metrics[0], args.plot)}")
+    return 0

@@ -1,0 +1,96 @@
+"""`elit extract-latents`: encode an image folder once with a diffusers AutoencoderKL and store the
+latents as shards (see elit.data.latents), so training skips the VAE encoder at every step.
+
+    elit extract-latents --vae stabilityai/sd-vae-ft-ema --data /data/imagenet/train --out /data/in256
+
+Resumable: rerunning the same command after an interruption continues at the next unwritten shard.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from elit.data.image_folder import ImageFolder
+from elit.data.latents import LatentShardWriter
+from elit.data.seeding import derive_seed
+from elit.errors import UserError
+from elit.vae import load_vae
+
+HELP = "encode an image folder to VAE latent shards"
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vae", required=True, help="diffusers AutoencoderKL: local folder or hub name")
+    parser.add_argument("--vae-subfolder", default=None, help="e.g. 'vae' for a full pipeline repo")
+    parser.add_argument("--data", required=True, help="image folder (one sub-folder per class, or flat)")
+    parser.add_argument("--out", required=True, help="output folder (new, empty, or an unfinished extraction)")
+    parser.add_argument("--image-size", type=int, default=256, help="ADM centre crop size (default 256)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shard-size", type=int, default=4096, help="latents per shard file")
+    parser.add_argument("--sample", action="store_true",
+                        help="store one sample of the latent distribution (seeded per image) instead of "
+                             "its mean. DiT draws a fresh sample every step; once frozen to disk a single "
+                             "sample adds no augmentation, so the default is the deterministic mean")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --sample (image i uses (seed, i))")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="VAE compute dtype")
+    parser.add_argument("--save-dtype", choices=["float16", "float32"], default="float16",
+                        help="storage dtype (float16 halves the disk size; default)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for image decoding")
+
+
+def _settings(args, data: ImageFolder) -> dict:
+    """Everything that changes the stored values; a resume must match it exactly. (Batch size,
+    device and workers are left out: they do not change which latents are written.)"""
+    listing = "\n".join(f"{p.relative_to(data.root)}\t{y}" for p, y in zip(data.files, data.labels))
+    vae = str(Path(args.vae).resolve()) if Path(args.vae).exists() else args.vae
+    return {"vae": vae, "vae_subfolder": args.vae_subfolder, "data": str(data.root.resolve()),
+            "image_size": args.image_size, "shard_size": args.shard_size, "sample": args.sample,
+            "seed": args.seed if args.sample else None, "dtype": args.dtype, "save_dtype": args.save_dtype,
+            "num_files": len(data.files), "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    data = ImageFolder(args.data, image_size=args.image_size, flip=False)
+    settings = _settings(args, data)
+    writer = LatentShardWriter(args.out, settings, args.shard_size)  # refuses a foreign --out up front
+    start = writer.num_done
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    dtype = DTYPES[args.dtype]
+    vae = load_vae(args.vae, args.vae_subfolder, dtype).to(device)
+    scale = float(vae.config.scaling_factor)
+    shift = vae.config.get("shift_factor", None)  # FLUX/SD3 VAEs have one, SD's does not
+
+    loader = DataLoader(Subset(data, range(start, len(data))), batch_size=args.batch_size,
+                        num_workers=args.num_workers)
+    index = start
+    with torch.no_grad(), tqdm(total=len(data), initial=start, desc="extract-latents", unit="img") as bar:
+        for x, y in loader:
+            dist = vae.encode(x.to(device, dtype)).latent_dist
+            z = dist.mean
+            if args.sample:  # image i's noise depends on (seed, i) only: batch size and resume do not matter
+                noise = torch.stack([torch.randn(z.shape[1:], generator=torch.Generator().manual_seed(
+                    derive_seed(args.seed, i))) for i in range(index, index + len(x))])
+                z = z + dist.std * noise.to(device, z.dtype)
+            if shift is not None:
+                z = z - shift
+            z = (z.float() * scale).to(DTYPES[args.save_dtype])
+            writer.add(z, y)
+            index += len(x)
+            bar.update(len(x))
+    path = writer.finish({"vae": settings["vae"], "vae_subfolder": args.vae_subfolder, "scaling_factor": scale,
+                          "shift_factor": None if shift is None else float(shift), "image_size": args.image_size,
+                          "class_names": data.class_names, "num_classes": data.num_classes,
+                          "sample": args.sample, "source": settings["data"]})
+    print(f"wrote {len(data)} latents to {path.parent} ({len(writer.shards)} shards)")
+    return 0

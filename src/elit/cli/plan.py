@@ -1,0 +1,63 @@
+"""`elit plan`: pick steps, budget (or schedule) and guidance that reach the best quality for a cost.
+
+    elit plan --model DIR --target-gflops 3000 --table measured.json
+    elit plan --model DIR --target-seconds 0.05            # builds a small proxy table itself
+"""
+from __future__ import annotations
+
+import json
+
+from elit._io import write_json
+from elit.errors import UserError
+
+HELP = "choose steps/budget/guidance for a target cost"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="model folder (config.json + model.safetensors)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-gflops", type=float, help="GFLOPs per image for the whole sampling run")
+    target.add_argument("--target-seconds", type=float, help="seconds per image, measured on this machine")
+    parser.add_argument("--table", default=None, help="measured table (JSON list of rows); default: build a "
+                                                      "proxy table by sampling the model")
+    parser.add_argument("--scale", type=float, default=None, help="proxy table: compare cfg / ccfg at this lambda")
+    parser.add_argument("--seeds", default="0-7", help="proxy table: seeds to sample")
+    parser.add_argument("--reference-steps", type=int, default=50, help="proxy table: Heun steps of the reference")
+    parser.add_argument("--save-table", default=None, help="write the table used to this JSON file")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--json", action="store_true", help="print the choice as JSON")
+
+
+def run(args) -> int:
+    import torch
+
+    from elit.hub import load_pretrained, read_config
+    from elit.sampling.planner import PROXY_METRIC, build_table, choose, command_for, describe, load_table
+    config, _ = read_config(args.model)  # refuses a folder that is not an elit model
+    if not config.elastic:
+        raise UserError(f"{args.model} is a plain backbone without budgets; `elit plan` needs an ELIT model")
+    if args.table:
+        rows = load_table(args.table)
+    else:
+        if args.reference_steps < 1:
+            raise UserError(f"--reference-steps must be >= 1, got {args.reference_steps}")
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = load_pretrained(args.model, device=device)
+        print(f"elit plan: no --table; building a proxy table ({PROXY_METRIC}, NOT FID) from seeds {args.seeds}")
+        rows = build_table(model, args.seeds, scale=args.scale, reference_steps=args.reference_steps)
+    if args.save_table:
+        write_json(args.save_table, rows)
+    best = choose(rows, args.target_gflops, args.target_seconds)
+    command = command_for(best, args.model)
+    if args.json:
+        print(json.dumps({"choice": best, "command": command}, indent=1))
+        return 0
+    cost = (f"{best['gflops_per_image']:.2f} GFLOPs per image (2 x multiply-adds)"
+            + (f", {best['seconds_per_image']:.4g} s per image" if "seconds_per_image" in best else ""))
+    print(f"chosen: {describe(best)}")
+    print(f"  {best['metric']} = {best['value']:.4g} ({'lower' if best['lower_is_better'] else 'higher'} is better); "
+          f"{cost}")
+    if best["metric"] == PROXY_METRIC:
+        print("  (proxy score, not FID: distance to an expensive reference sampler from the same seeds)")
+    print(f"  reproduce: {command}")
+    return 0

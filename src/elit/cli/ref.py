@@ -1,0 +1,26 @@
+"""`elit ref`: feature statistics (mean, covariance) of a reference image set, saved as an .npz that
+`elit fid` and `elit eval` take as their reference.
+
+    elit ref --data fmnist-test --out ref.npz [--num N] [--metric-net inception|dinov2|fmnist]
+"""
+from __future__ import annotations
+
+from elit.cli._metric_args import add_network_arguments, extractor
+
+HELP = "compute reference feature statistics (.npz)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--data", required=True, help="fmnist-test, fmnist-train, an image folder or an .npz (arr_0)")
+    parser.add_argument("--out", required=True, help="output .npz (ADM-compatible mu/sigma + feature_net tag)")
+    parser.add_argument("--keep-features", action="store_true",
+                        help="also store the features (needed for precision/recall and KID)")
+    add_network_arguments(parser)
+
+
+def run(args) -> int:
+    from elit.eval.metrics.compute import compute_reference
+    st = compute_reference(args.data, args.metric_net, args.out, num=args.num, keep_features=args.keep_features,
+                           batch_size=args.batch_size, progress=not args.quiet, extractor=extractor(args))
+    print(f"saved {args.out}: {st.num} images of {args.data}; feature net {st.feature_net}\nprotocol: {st.protocol}")
+    return 0

@@ -1,0 +1,136 @@
+"""Budget sweeps (`elit eval`): generate at each (budget, guidance, scale), measure, save rows.
+
+Images stream from the sampler straight into the metric accumulators: nothing is written per
+image. Reference statistics and feature networks are built once for the whole sweep. With
+`--json OUT` every finished row is saved at once (atomically), and rerunning the same command
+skips the rows already in OUT, so a long sweep resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+from elit._io import write_json
+from elit.errors import UserError
+from elit.eval.metrics.compute import METRIC_NET, NEEDS_FEATURES, compute_metrics, get_extractor, reference_stats
+
+ROW_KEYS = ("model", "latents_per_group", "guidance", "scale", "weak_budget", "steps", "sampler")
+
+
+def sweep_settings(budgets, guidances, scales, weak_budget, lowest_budget) -> list[dict]:
+    """The (budget, guidance, scale, weak budget) rows of a sweep; impossible ones are left out.
+
+    budgets [None] means a plain backbone: it gets no cheap CFG or autoguidance rows.
+    """
+    rows = []
+    for b in budgets:
+        for g in guidances:
+            if b is None and g in ("ccfg", "ag"):
+                continue
+            if g == "none":
+                rows.append(dict(latents_per_group=b, guidance="none", scale=0.0, weak_budget=None))
+                continue
+            weak = None
+            if g in ("ccfg", "ag"):
+                weak = weak_budget if weak_budget is not None else lowest_budget
+                if b is not None and (weak > b or (g == "ag" and weak >= b)):
+                    continue  # autoguidance needs a weaker pass; cheap CFG's weak pass can't exceed the main one
+            for s in scales:
+                rows.append(dict(latents_per_group=b, guidance=g, scale=float(s), weak_budget=weak))
+    return rows
+
+
+def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, metrics, refs, extractors,
+                 batch_size: int, seed_start: int = 0, progress: bool = True, fd_method: str = "sqrtm",
+                 decode=None) -> dict:
+    """Generate `num` images (seeds seed_start..) at one setting and measure them. `decode` turns a
+    latent-space model's samples into pixels (elit.vae.LatentDecoder)."""
+    from elit.sampling import iter_batches, sampling_gflops
+    from elit.viz import to_uint8
+
+    seeds = list(range(seed_start, seed_start + num))
+    options = dict(steps=steps, sampler=sampler, budget=setting["latents_per_group"], guidance=setting["guidance"],
+                   scale=setting["scale"] if setting["guidance"] != "none" else None,
+                   weak_budget=setting["weak_budget"])
+    gen_seconds = 0.0
+
+    def batches():
+        nonlocal gen_seconds
+        it = iter_batches(model, seeds, None, batch_size=batch_size, progress=progress, **options)
+        while True:
+            start = time.perf_counter()
+            try:
+                _, _, images = next(it)
+            except StopIteration:
+                return
+            if decode is not None:   # a latent model's images/s includes its decoder
+                images = decode(images)
+            gen_seconds += time.perf_counter() - start
+            yield to_uint8(images)
+
+    res = compute_metrics(batches(), refs, metrics, batch_size=batch_size, extractors=extractors, progress=False,
+                          fd_method=fd_method)
+    gflops = sampling_gflops(model.config, steps=steps, budget=setting["latents_per_group"],
+                             guidance=setting["guidance"], weak_budget=setting["weak_budget"], sampler=sampler,
+                             scale=options["scale"])
+    row = {**setting, "steps": steps, "sampler": sampler, "w": 1.0 + setting["scale"],
+           "num_samples": res["num_samples"], "gflops_per_image": gflops,
+           "images_per_s": round(res["num_samples"] / gen_seconds, 3) if gen_seconds else None}
+    for m in metrics:
+        row[m] = res[m]
+        if m + "_std" in res:
+            row[m + "_std"] = res[m + "_std"]
+    row["protocols"] = res["protocols"]
+    return row
+
+
+def row_key(row: dict) -> tuple:
+    """What makes two rows the same measurement (resuming skips a row whose key is saved)."""
+    return tuple(row.get(k) for k in ROW_KEYS)
+
+
+def setting_key(label: str, setting: dict, steps: int, sampler: str) -> tuple:
+    """The row_key a setting of model `label` will have once measured."""
+    return row_key({**setting, "model": label, "steps": steps, "sampler": sampler})
+
+
+def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps: int, sampler: str, metrics, ref,
+              batch_size: int = 64, json_path=None, progress: bool = True, net_kwargs: dict | None = None,
+              seed_start: int = 0, fd_method: str = "sqrtm", decode=None) -> list[dict]:
+    """Evaluate every model (label -> model) at its settings: label -> list of settings (see
+    `sweep_settings`), or a list of (label, setting) pairs to run in that order. Resume from and
+    append to json_path."""
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRIC_NET]
+    if unknown:
+        raise UserError(f"unknown metrics {unknown}; choose from {', '.join(METRIC_NET)}")
+    nets = sorted({METRIC_NET[m] for m in metrics})
+    extractors = {n: get_extractor(n, **(net_kwargs or {})) for n in nets}
+    need = [n for n in nets if any(METRIC_NET[m] == n for m in metrics if m in NEEDS_FEATURES)]
+    refs, _ = reference_stats(ref, extractors, need_features=need, batch_size=batch_size, progress=progress)
+    path = pathlib.Path(json_path) if json_path else None
+    rows = json.loads(path.read_text()) if path and path.is_file() else []
+    # A saved row counts as done only if it carries every metric asked for now; others are redone.
+    rows = [r for r in rows if all(r.get(m) is not None for m in metrics)]
+    done = {row_key(r) for r in rows}
+    pairs = settings if isinstance(settings, list) else [(label, s) for label in models for s in settings[label]]
+    todo = [(label, s) for label, s in pairs
+            if setting_key(label, s, steps, sampler) not in done]
+    if path and rows:
+        print(f"resuming: {len(rows)} rows already in {path}, {len(todo)} to go")
+    for i, (label, setting) in enumerate(todo):
+        scale = f" lambda={setting['scale']:g}" if setting["guidance"] != "none" else ""
+        weak = f" weak={setting['weak_budget']}" if setting["weak_budget"] is not None else ""
+        print(f"[{i + 1}/{len(todo)}] {label}: budget {setting['latents_per_group']} {setting['guidance']}{scale}{weak}",
+              flush=True)
+        row = evaluate_row(models[label], setting, num=num, steps=steps, sampler=sampler, metrics=metrics,
+                           refs=refs, extractors=extractors, batch_size=batch_size, progress=progress,
+                           seed_start=seed_start, fd_method=fd_method, decode=decode)
+        row = {"model": label, **row}
+        rows.append(row)
+        print("   " + ", ".join(f"{m}={row[m]:.3f}" for m in metrics) + f", {row['gflops_per_image']:.2f} GFLOPs/img",
+              flush=True)
+        if path:
+            write_json(path, rows)
+    return rows

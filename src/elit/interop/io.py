@@ -1,0 +1,98 @@
+"""Reading reference checkpoints and configs safely, for `elit convert`.
+
+Checkpoints are read with `torch.load(weights_only=True)`: we never run code from a pickle. The
+only class allowed besides tensors and containers is `argparse.Namespace`, because both the
+authors' and DiT's train.py store their command-line args under "args" in training checkpoints;
+a Namespace only holds attributes and runs no code when unpickled.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pathlib
+import pickle
+
+import torch
+
+from elit._io import read_json
+from elit.errors import MissingInputError, UserError
+
+# Entries of a training checkpoint, best first: EMA weights are what both references sample with.
+STATE_ENTRIES = ("ema", "model", "state_dict")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+
+
+def read_weights(path) -> tuple[dict, dict]:
+    """A reference state dict from `.pt`/`.pth`/`.ckpt`/`.bin` (pickle) or `.safetensors`.
+
+    Returns (state, info); info says which checkpoint entry was used and carries the training
+    args when the checkpoint has them.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"weights file {path} not found")
+    info: dict = {"file": path.name}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path)), info
+        except Exception as e:  # safetensors has its own error types for bad headers
+            raise UserError(f"cannot read {path} as safetensors: {e}") from None
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path} cannot be loaded with torch.load(weights_only=True): it needs code to unpickle "
+            f"({first}). elit refuses to unpickle arbitrary code. Re-save just the weights, e.g. "
+            f"torch.save(model.state_dict(), 'weights.pt') or safetensors.torch.save_file(...)") from None
+    except Exception as e:  # truncated or not a torch file at all
+        raise UserError(f"cannot read {path} as a PyTorch checkpoint: {type(e).__name__}: {e}") from None
+    return unwrap_checkpoint(obj, info)
+
+
+def unwrap_checkpoint(obj, info: dict | None = None) -> tuple[dict, dict]:
+    """Find the state dict inside a training checkpoint ({"model", "ema", "opt", "args", ...})."""
+    info = {} if info is None else info
+    if not isinstance(obj, dict):
+        raise UserError(f"the checkpoint holds a {type(obj).__name__}, not a state dict")
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        entry = next((k for k in STATE_ENTRIES if isinstance(obj.get(k), dict)), None)
+        if entry is None:
+            raise UserError(f"the checkpoint is neither a state dict nor a training checkpoint with one of "
+                             f"{list(STATE_ENTRIES)}; its top-level keys are {sorted(map(str, obj))[:12]}")
+        info["entry"] = entry
+        args = obj.get("args")
+        if isinstance(args, argparse.Namespace):
+            args = vars(args)
+        if isinstance(args, dict):
+            info["args"] = {k: v for k, v in args.items() if isinstance(v, (str, int, float, bool, type(None)))}
+        obj = obj[entry]
+        bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise UserError(f"checkpoint entry {entry!r} holds non-tensor values at {bad[:8]}")
+    state = dict(obj)
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+            info.setdefault("stripped_prefixes", []).append(prefix)
+    return state, info
+
+
+def read_config_file(path) -> dict:
+    """Constructor kwargs from a JSON file whose `constructor_kwargs` object holds them."""
+    path = pathlib.Path(path)
+    meta = read_json(path, "config file")
+    if not isinstance(meta, dict) or not isinstance(meta.get("constructor_kwargs"), dict):
+        raise UserError(f"{path} must be a JSON object with a 'constructor_kwargs' object holding the "
+                         f"reference constructor's keyword arguments")
+    return meta["constructor_kwargs"]
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,174 @@
+"""Sample an ELIT model at any budget: Euler / Heun on the rectified-flow ODE, with guidance.
+
+    images = elit.sample(model, seeds=range(16), budget=4, steps=40, guidance="ccfg", scale=0.25)
+
+Conventions: x_t = (1 - t) x0 + t eps, the model predicts v = eps - x0, and the ODE
+dx/dt = v is integrated from t = 1 (noise) to t = 0 (data) on a float64 grid. Image i starts from
+`torch.randn` drawn by its own `torch.Generator().manual_seed(seed_i)` on the CPU, so an image
+depends on its seed only, never on the batch size, the device or the other seeds.
+
+Model calls: Euler makes `steps` velocity evaluations, Heun `2 * steps` (its correction is applied
+at every step, including the last one into t = 0 where the velocity is still defined). A guided
+evaluation runs one or two forward passes (see `elit.sampling.guidance`); `sampling_gflops` counts exactly
+those passes.
+"""
+from __future__ import annotations
+
+import torch
+
+from elit.errors import UserError
+from elit.sampling.cache import TeaCache
+from elit.sampling.guidance import guided_velocity
+from elit.sampling.plan import RunPlan, plan_run
+
+
+# ---------------------------------------------------------------------- seeds, labels, noise
+def parse_seeds(seeds) -> list[int]:
+    """'0-63', '0-9,20,30-32', an int list or a range -> strictly increasing non-negative ints."""
+    if isinstance(seeds, str):
+        out = []
+        for part in seeds.split(","):
+            lo, dash, hi = part.strip().partition("-")
+            try:
+                out.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+            except ValueError:
+                raise UserError(f"cannot read seeds {seeds!r}: use e.g. '0-63' or '0-9,20,30-32'") from None
+        seeds = out
+    elif isinstance(seeds, int):
+        raise UserError("seeds must be a list or range of ints (one per image), e.g. range(16), not an int")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise UserError("no seeds given")
+    if any(s < 0 for s in seeds):
+        raise UserError(f"seeds must be non-negative, got {min(seeds)}")
+    for a, b in zip(seeds, seeds[1:]):
+        if b <= a:
+            raise UserError(f"seeds must be strictly increasing without duplicates; {b} follows {a}")
+    return seeds
+
+
+def default_labels(seeds: list[int], num_classes: int) -> list[int] | None:
+    """The label of seed s is s % num_classes (so seeds 0..K-1 cover every class once)."""
+    return None if num_classes == 0 else [s % num_classes for s in seeds]
+
+
+def resolve_labels(labels, seeds: list[int], num_classes: int) -> list[int] | None:
+    """None -> default_labels; an int -> that class for all; a list -> one per seed.
+
+    `num_classes` itself (the null class) is allowed and samples unconditionally.
+    """
+    if num_classes == 0:
+        if labels is not None:
+            raise UserError("this model is unconditional (num_classes=0); do not pass labels")
+        return None
+    if labels is None:
+        return default_labels(seeds, num_classes)
+    if isinstance(labels, str):
+        labels = [int(v) for v in labels.split(",")]
+    if isinstance(labels, int):
+        labels = [labels] * len(seeds)
+    labels = [int(v) for v in labels]
+    if len(labels) == 1:
+        labels = labels * len(seeds)
+    if len(labels) != len(seeds):
+        raise UserError(f"{len(labels)} labels for {len(seeds)} seeds; give one label or one per seed")
+    bad = [v for v in labels if not 0 <= v <= num_classes]
+    if bad:
+        raise UserError(f"labels must lie in 0..{num_classes - 1} (or {num_classes} = null class), got {bad[0]}")
+    return labels
+
+
+def initial_noise(seeds: list[int], shape: tuple, device=None) -> torch.Tensor:
+    """(N, *shape) standard normal noise, image i drawn from its own generator seeded with seeds[i]."""
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    return torch.stack(noise).to(device)
+
+
+# ---------------------------------------------------------------------- the ODE solvers
+def integrate(velocity, x: torch.Tensor, plan: RunPlan) -> torch.Tensor:
+    """Euler or Heun from t = 1 to t = 0; `velocity(x, t, budget)` is one guided evaluation."""
+    for i in range(plan.steps):
+        t, t_next, budget = plan.times[i], plan.times[i + 1], plan.budgets[i]
+        dt = t_next - t  # negative: time runs backwards
+        v = velocity(x, t, budget)
+        if plan.sampler == "euler":
+            x = x + dt * v
+        else:
+            x_euler = x + dt * v
+            x = x + dt * 0.5 * (v + velocity(x_euler, t_next, budget))
+    return x
+
+
+def _model_device_dtype(model):
+    p = next(iter(model.parameters()), None)
+    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+
+
+@torch.no_grad()
+def sample_batch(model, seeds: list[int], labels: list[int] | None, plan: RunPlan,
+                 input_size: int | None = None) -> torch.Tensor:
+    """One batch: (N, C, H, W) float32 on the CPU, data space, not clamped."""
+    device, dtype = _model_device_dtype(model)
+    x = initial_noise(seeds, model.sample_shape(input_size), device)
+    y = None if labels is None else torch.tensor(labels, dtype=torch.long, device=device)
+    if hasattr(model, "reset"):
+        model.reset()  # a cache wrapper starts every trajectory fresh
+
+    def velocity(x, t, budget):
+        v = guided_velocity(model, x.to(dtype), t, y, budget, plan.guidance, plan.weak_budget)
+        return v.float()
+
+    return integrate(velocity, x, plan).cpu()
+
+
+def iter_batches(model, seeds, labels=None, batch_size: int = 64, input_size=None, progress=False, **options):
+    """Validate everything, then yield (seeds, labels, images) batch by batch (see `sample`)."""
+    prediction = model.config.backbone.prediction
+    if prediction != "velocity":
+        raise UserError(f"this model predicts {prediction!r} (a converted DiT or U-ViT), not a rectified-flow "
+                         "velocity; the rectified-flow samplers do not apply to it (see docs/interop.md)")
+    seeds = parse_seeds(seeds)
+    labels = resolve_labels(labels, seeds, model.num_classes)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch size must be an integer >= 1, got {batch_size!r}")
+    cache = options.pop("cache", None)
+    plan = plan_run(model, conditional=model.num_classes > 0, **options)
+    if cache is not None and not hasattr(cache, "reset"):
+        cache = TeaCache(model, threshold=cache)
+    runner = cache if cache is not None else model
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(seeds), unit="img", desc="sampling")
+    try:
+        for start in range(0, len(seeds), batch_size):
+            s = seeds[start:start + batch_size]
+            lab = None if labels is None else labels[start:start + batch_size]
+            images = sample_batch(runner, s, lab, plan, input_size)
+            if bar is not None:
+                bar.update(len(s))
+            yield s, lab, images
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def sample(model, seeds, labels=None, budget=None, steps: int = 40, sampler: str = "euler",
+           guidance: str = "none", scale=None, w=None, weak_budget=None, schedule=None, interval=None,
+           shift: float = 1.0, batch_size: int = 64, input_size: int | None = None, cache=None,
+           progress: bool = False) -> torch.Tensor:
+    """Generate one image per seed: (N, C, H, W) float32 on the CPU, data space, no clamping.
+
+    model: an ELITModel (or a wrapper with its signature, e.g. `elit.sampling.TeaCache`).
+    seeds: ints (strictly increasing) or a string like '0-63'. labels: None (seed % num_classes),
+        one int for all, or one per seed; `model.null_class_id` samples unconditionally.
+    budget: latents per group (int), a fraction of J (float) or None (full); or `schedule`, a rule
+        string like '4@0.5,16' or a per-step list (see `elit.sampling.schedules`).
+    guidance: 'none' | 'cfg' | 'ccfg' | 'ag' with `scale` = lambda (0 = none) or `w` = 1 + lambda;
+        `weak_budget` for ccfg / ag (default: the lowest budget); `interval` = (lo, hi) in t.
+    shift: time shift s (1 = uniform grid). cache: a TeaCache threshold (float) or object.
+    """
+    batches = iter_batches(model, seeds, labels, batch_size=batch_size, input_size=input_size, progress=progress,
+                           steps=steps, sampler=sampler, budget=budget, schedule=schedule, guidance=guidance,
+                           scale=scale, w=w, weak_budget=weak_budget, interval=interval, shift=shift, cache=cache)
+    return torch.cat([images for _, _, images in batches])
