@@ -106,3 +106,26 @@ def test_budget_guidance_table_puts_each_row_in_its_cell():
     assert budget_guidance_table(rows, "dit", "fid").splitlines()[2] == "| - | 1.00 |"
     with pytest.raises(ValueError, match="fd_fmnist"):
         budget_guidance_table(rows, "mb", "fd_fmnist")
+
+
+def test_eval_and_fid_agree_on_an_adm_style_reference(tmp_path, capsys):
+    """An ADM reference batch holds images (arr_0) and its own mu/sigma (of another protocol): both
+    commands measure its images, so `elit eval` and `elit fid` give one number for the same inputs."""
+    import numpy as np
+    from elit.eval.metrics.images import fmnist_images
+    model_dir, _ = tiny(tmp_path, "m")
+    images = fmnist_images("test", 200).permute(0, 2, 3, 1).numpy()          # NHWC uint8, as ADM stores them
+    adm = tmp_path / "VIRTUAL_fmnist.npz"
+    np.savez(adm, arr_0=images, mu=np.full(128, 7.0), sigma=np.eye(128) * 3)  # stats that are not ours
+    rows = tmp_path / "rows.json"
+    common = ["--metrics", "fd_fmnist"]
+    assert main(["eval", "--model", str(model_dir), "--budgets", "2", "--num", "24", "--steps", "2",
+                 "--batch-size", "12", "--ref", str(adm), "--json", str(rows), "--no-progress", *common]) == 0
+    from_eval = json.loads(rows.read_text())[0]["fd_fmnist"]
+    samples = tmp_path / "samples"
+    assert main(["sample", "--model", str(model_dir), "--budget", "2", "--seeds", "0-23", "--steps", "2",
+                 "--batch-size", "12", "--out", str(samples)]) == 0
+    capsys.readouterr()
+    assert main(["fid", str(samples), str(adm), "--metric-net", "fmnist", "--json", "--quiet"]) == 0
+    from_fid = json.loads(capsys.readouterr().out)["value"]
+    assert from_fid == pytest.approx(from_eval, rel=1e-6)

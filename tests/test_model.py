@@ -228,3 +228,16 @@ def test_no_import_cycles_between_elit_packages():
     for n in graph:
         if n not in state:
             visit(n, [])
+
+
+def test_wrapping_pretrained_weights_initialises_only_the_interface():
+    plain = elit.create_model("U-ViT-original-S/2", input_size=16, in_channels=3, hidden_size=32, num_heads=4,
+                              num_classes=5, depth=5)
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    cfg = plain.config.override(elit=True, head_depth=1, tail_depth=1, window=[4, 4], latent_pos="learned")
+    model = elit.ELITModel(cfg, backbone=plain.backbone)
+    assert model.backbone is plain.backbone                      # shared, not copied
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in before.items())   # not re-initialised
+    assert model.interface.write.attn.proj.weight.abs().max() == 0                  # the interface is fresh
+    with pytest.raises(ValueError, match="other arguments"):
+        elit.ELITModel(cfg.override(hidden_size=64, num_heads=4), backbone=plain.backbone)

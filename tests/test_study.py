@@ -1,4 +1,4 @@
-"""The issue-7 study driver end to end at smoke scale with two training and two sweep
+"""The Fashion-MNIST study driver (issues 7 and 14) end to end at smoke scale with two training and two sweep
 processes (slow: about a minute on 2 cores; run with -m slow)."""
 import importlib.util
 import json
@@ -26,7 +26,7 @@ def test_study_smoke_runs_end_to_end_and_resumes(tmp_path):
     subprocess.run(cmd, check=True, cwd=REPO)
     rows = json.loads((tmp_path / "report" / "fashion-mnist.json").read_text())
     models = {r["model"] for r in rows}
-    assert models == {"dit", "elit", "elit-mb"}
+    assert models == {"dit", "elit", "elit-mb", "uvit", "elit-uvit-mb"}
     mb = [r for r in rows if r["model"] == "elit-mb"]
     assert {r["latents_per_group"] for r in mb} == {1, 2, 4, 8, 16}
     assert {r["guidance"] for r in mb} == {"none", "cfg", "ccfg", "ag"}
@@ -62,7 +62,8 @@ def test_plan_has_every_row_the_issue_asks_for_once():
     study = _study()
     budgets = list(range(1, 17))
     plan = study.sweep_plan({"dit": SimpleNamespace(budgets=[]), "elit": SimpleNamespace(budgets=budgets),
-                             "elit-mb": SimpleNamespace(budgets=budgets)})
+                             "elit-mb": SimpleNamespace(budgets=budgets), "uvit": SimpleNamespace(budgets=[]),
+                             "elit-uvit-mb": SimpleNamespace(budgets=budgets)})
     keys = [(label, s["latents_per_group"], s["guidance"], s["scale"], s["weak_budget"]) for label, s in plan]
     assert len(keys) == len(set(keys))
     mb = {k[1:] for k in keys if k[0] == "elit-mb"}
@@ -74,6 +75,9 @@ def test_plan_has_every_row_the_issue_asks_for_once():
         {(None, "cfg", s, None) for s in study.SCALES}
     assert {k[1:] for k in keys if k[0] == "elit"} == {(b, "none", 0.0, None) for b in study.BUDGETS} | \
         {(16, "cfg", s, None) for s in study.SCALES}
+    # issue 14: U-ViT and ELIT-U-ViT-MB unguided, at J~ = 16, 4, 2, 1
+    assert {k[1:] for k in keys if k[0] == "uvit"} == {(None, "none", 0.0, None)}
+    assert {k[1:] for k in keys if k[0] == "elit-uvit-mb"} == {(b, "none", 0.0, None) for b in (16, 4, 2, 1)}
     # most informative first: the three models unguided at full budget, then the budget curve
     assert keys[:5] == [("dit", None, "none", 0.0, None), ("elit", 16, "none", 0.0, None),
                         ("elit-mb", 16, "none", 0.0, None), ("elit-mb", 1, "none", 0.0, None),

@@ -37,6 +37,8 @@ def _umask() -> int:
 def atomic_write(path, mode: str = "wb", fsync: bool = False):
     """`with atomic_write(p, "w") as f: f.write(...)`: p appears complete, or not at all."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the name of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

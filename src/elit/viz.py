@@ -5,13 +5,13 @@ canvas; small images are upscaled with nearest-neighbour so a 32x32 sample stays
 """
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from elit._io import atomic_write
 from elit.errors import UserError
 
 
@@ -29,24 +29,10 @@ def to_pil(image_hwc: np.ndarray) -> Image.Image:
 
 
 def save_png_atomic(image: Image.Image, path) -> pathlib.Path:
-    """Write a PNG next to `path` under a temporary name, then rename: never a half-written file."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write a PNG so that no reader ever sees half of it (see elit._io.atomic_write)."""
+    with atomic_write(path) as f:
+        image.save(f, format="PNG")
+    return pathlib.Path(path)
 
 
 def budget_grid(rows: list[torch.Tensor], row_labels: list[str], path, pad: int = 2,

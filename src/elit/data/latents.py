@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch.utils.data import Dataset
 
+from elit._io import atomic_write, write_json
 from elit.data.seeding import EpochFlipMixin
 from elit.errors import MissingInputError, UserError
 
@@ -31,9 +31,7 @@ PROGRESS = "progress.json"  # present only while an extraction is unfinished
 
 
 def _atomic_write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 def shard_name(k: int) -> str:
@@ -147,9 +145,8 @@ class LatentShardWriter:
     def _write_shard(self, z: torch.Tensor, y: torch.Tensor) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         name = shard_name(len(self.shards))
-        tmp = self.root / (name + ".tmp")
-        save_file({"latents": z.contiguous(), "labels": y.to(torch.int64).contiguous()}, str(tmp))
-        os.replace(tmp, self.root / name)
+        with atomic_write(self.root / name) as f:
+            f.write(save({"latents": z.contiguous(), "labels": y.to(torch.int64).contiguous()}))
         self.shards.append({"file": name, "num_items": int(z.shape[0])})
         self._save_progress()
 

@@ -26,6 +26,9 @@ class ELITModel(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"config must be an elit ModelConfig, got {type(config).__name__}")
+        if backbone is not None and getattr(backbone, "args", None) != config.backbone:
+            raise UserError("the backbone to wrap was built with other arguments than config.backbone; build "
+                            "the config from it, e.g. plain.config.override(elit=True, head_depth=..., ...)")
         self.config = config
         self.backbone = backbone if backbone is not None else config.adapter(config.backbone)
         self.budget_space: BudgetSpace = config.budget_space

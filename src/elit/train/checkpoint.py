@@ -8,12 +8,12 @@ set of checkpoints or the old set plus one complete new file.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import re
-import tempfile
 
 import torch
+
+from elit._io import atomic_write
 from elit.errors import UserError
 
 FORMAT = "elit-train-checkpoint/1"
@@ -39,17 +39,8 @@ def list_checkpoints(out) -> list[pathlib.Path]:
 
 def save_checkpoint(out, step: int, state: dict, keep_last: int) -> pathlib.Path:
     path = checkpoint_path(out, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "step": step, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, fsync=True) as f:
+        torch.save({"format": FORMAT, "step": step, **state}, f)
     # Only now that the new file is complete may the oldest ones go.
     for old in list_checkpoints(out)[:-keep_last]:
         old.unlink(missing_ok=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+
+from elit._io import atomic_write
 from elit.errors import MissingInputError, UserError
 
 # Networks whose statistics third-party reference files (ADM, pytorch-fid) hold under bare
@@ -158,11 +160,8 @@ def save_stats(path: str | os.PathLike, stats: FeatureStats) -> None:
                   feature_net=np.array(stats.feature_net), protocol=np.array(stats.protocol))
     if stats.features is not None:
         arrays["features"] = np.asarray(stats.features, np.float32)
-    # Write then rename, so an interrupted run never leaves a truncated reference behind.
-    path = os.fspath(path)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:   # an interrupted run never leaves a truncated reference behind
+        np.savez(f, **arrays)
 
 
 def is_stats_file(path: str | os.PathLike) -> bool:
