@@ -15,6 +15,7 @@ import torch
 import elit
 from elit.cost import analytic_gflops, measured_gflops
 from elit.model import ELITModel, preset_config
+from elit.model.interface import group_tokens
 
 
 def randomize_(model, seed=0, keep_zero=()):
@@ -48,9 +49,10 @@ class BackboneSuite:
         torch.manual_seed(seed)
         return randomize_(ELITModel(self.config(**kw)), seed, keep_zero).eval()
 
-    def inputs(self, B=2, seed=1, size=16):
+    def inputs(self, B=2, seed=1):
         g = torch.Generator().manual_seed(seed)
-        return (torch.randn(B, 3, size, size, generator=g), torch.rand(B, generator=g),
+        shape = self.config().backbone.input_shape()
+        return (torch.randn(B, *shape, generator=g), torch.rand(B, generator=g),
                 torch.randint(0, 5, (B,), generator=g))
 
     # ------------------------------------------------------------------ budgets
@@ -122,16 +124,19 @@ class BackboneSuite:
     def test_read_keeps_groups_apart(self):
         """A change in one window moves only that group's latents."""
         model = self.model()
-        iface, D = model.interface, model.config.backbone.hidden_size
+        iface, cfg = model.interface, model.config
+        grid, N, D, G = cfg.grid, math.prod(cfg.grid), cfg.backbone.hidden_size, cfg.num_groups
         g = torch.Generator().manual_seed(3)
-        tokens, c = torch.randn(1, 64, D, generator=g), torch.randn(1, D, generator=g)
+        tokens, c = torch.randn(1, N, D, generator=g), torch.randn(1, D, generator=g)
+        members = group_tokens(torch.arange(N).view(1, N, 1), grid, iface.window)[0, 2, :, 0]   # group 2's tokens
+        changed = tokens.clone()
+        changed[:, members] += torch.randn(1, len(members), D, generator=g)
         with torch.no_grad():
-            base, _ = iface.read_latents(tokens, (8, 8), c, kept=16)
-            changed = tokens.clone().view(1, 8, 8, D)
-            changed[:, 4:8, 0:4] += torch.randn(1, 4, 4, D, generator=g)   # window (row 1, col 0) = group 2
-            after, _ = iface.read_latents(changed.view(1, 64, D), (8, 8), c, kept=16)
+            base, _ = iface.read_latents(tokens, grid, c, kept=model.budgets[-1])
+            after, _ = iface.read_latents(changed, grid, c, kept=model.budgets[-1])
         diff = (after - base).abs().amax(dim=(0, 2, 3))
-        assert diff[2] > 1e-3 and torch.equal(diff[[0, 1, 3]], torch.zeros(3))
+        others = [k for k in range(G) if k != 2]
+        assert diff[2] > 1e-3 and torch.equal(diff[others], torch.zeros(G - 1))
 
     # ------------------------------------------------------------------ training
     @pytest.mark.parametrize("budget", [3, 16])
@@ -186,7 +191,8 @@ class BackboneSuite:
     def test_bad_inputs_raise_clear_errors(self):
         model = self.model()
         x, t, y = self.inputs()
-        cases = [((x[:, :2], t, y), "shape"), ((torch.randn(2, 3, 15, 16), t, y), "multiples of the patch"),
+        odd = torch.randn(*x.shape[:-1], x.shape[-1] - 1)
+        cases = [((x[:, :2], t, y), "shape"), ((odd, t, y), "multiples of the patch"),
                  ((x, torch.rand(3), y), "t must"), ((x, t + 2, y), r"\[0, 1\]"),
                  ((x, torch.full_like(t, float("nan")), y), r"\[0, 1\]"),
                  ((x, t, None), "y is required"), ((x, t, torch.tensor([0, 9])), "class labels"),

@@ -138,12 +138,13 @@ def test_every_preset_builds_with_keyword_overrides():
     """`create_model(name, input_size=32, in_channels=4, num_classes=10, hidden_size=96, num_heads=4)`
     works for every preset, and a preset's ELIT form has the same backbone as its plain form."""
     small = dict(input_size=32, in_channels=4, num_classes=10, hidden_size=96, num_heads=4)
-    x, t, y = torch.randn(1, 4, 32, 32), torch.rand(1), torch.tensor([3])
+    t, y = torch.rand(1), torch.tensor([3])
     for name in elit.list_models():
         with torch.device("meta"):
             full = elit.create_model(name)
         assert full.config.backbone.hidden_size >= 384, name
         model = elit.create_model(name, **small).eval()
+        x = torch.randn(1, *model.sample_shape())       # (4, 32, 32), or (4, 8, 32, 32) for video
         with torch.no_grad():
             for budget in (model.budgets[0], None) if model.budgets else (None,):
                 assert model(x, t, y, budget=budget).shape == x.shape, name

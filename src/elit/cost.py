@@ -57,7 +57,7 @@ def analytic_gflops(config: ModelConfig, budget=None, input_size: int | None = N
     if cfg.elastic:
         for i in core:
             tokens[i] = cfg.num_groups * kept
-    total = cfg.adapter.analytic_flops(cfg.backbone, cfg.grid, tokens)
+    total = cfg.adapter.analytic_flops(cfg.backbone, cfg.grid, tokens, cfg.num_groups)
     if cfg.elastic:
         total += interface_flops(cfg, kept)
     return total / 1e9

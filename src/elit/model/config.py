@@ -91,7 +91,7 @@ class ModelConfig:
         """Tokens per window per axis; default 16 groups at the build size (the paper's main setting)."""
         if self.interface is None:
             return None
-        return self.interface.window or tuple(max(1, g // 4) for g in self.grid)
+        return self.interface.window or self.backbone.default_window()
 
     @property
     def num_groups(self) -> int | None:

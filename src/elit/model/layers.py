@@ -142,11 +142,14 @@ class Mlp(nn.Module):
 
 # ----------------------------------------------------------------------------- DiT parts
 class PatchEmbed(nn.Module):
-    """Non-overlapping p x p patches -> width D (a strided conv), output (B, D, H/p, W/p)."""
+    """Non-overlapping patches -> width D (a strided conv): an int p or (p, p) gives (B, D, H/p, W/p);
+    (pt, p, p) a Conv3d over (B, C, T, H, W) video."""
 
-    def __init__(self, in_channels: int, dim: int, patch_size: int):
+    def __init__(self, in_channels: int, dim: int, patch_size):
         super().__init__()
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        patch = (patch_size,) * 2 if isinstance(patch_size, int) else tuple(patch_size)
+        conv = nn.Conv2d if len(patch) == 2 else nn.Conv3d
+        self.proj = conv(in_channels, dim, kernel_size=patch, stride=patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
@@ -155,13 +158,15 @@ class PatchEmbed(nn.Module):
 class DiTBlock(nn.Module):
     """adaLN-Zero transformer block (DiT): shift/scale/gate for attention, then for the MLP."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False,
+                 cond_dim: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = SelfAttention(dim, num_heads, qkv_bias=True, qk_norm=qk_norm)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        # cond_dim: the condition's width when it differs from the block's (HDiT's wide bottleneck)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim or dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope=None) -> torch.Tensor:
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c).unsqueeze(1).chunk(6, -1)
@@ -170,10 +175,12 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, dim: int, patch_size: int, out_channels: int):
+    """adaLN-modulated LayerNorm, then a Linear to the pixels of one patch (patch_elements x C)."""
+
+    def __init__(self, dim: int, patch_elements: int, out_channels: int):
         super().__init__()
         self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+        self.linear = nn.Linear(dim, patch_elements * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

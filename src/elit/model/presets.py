@@ -38,6 +38,14 @@ def _presets() -> dict[str, dict]:
             base = dict(backbone="dit", hidden_size=d, depth=depth, num_heads=heads, patch_size=p)
             presets[f"DiT-{size}/{p}"] = dict(base, elit=False)
             presets[f"ELIT-DiT-{size}/{p}"] = dict(base, elit=True, head_depth=hd, tail_depth=td)
+    for size, (d, depth, heads, hd, td) in DIT_SIZES.items():   # HDiT: DiT sizes, hourglass at 2/7 and 5/7
+        base = dict(backbone="hdit", hidden_size=d, depth=depth, num_heads=heads, patch_size=2)
+        presets[f"HDiT-{size}/2"] = dict(base, elit=False)
+        presets[f"ELIT-HDiT-{size}/2"] = dict(base, elit=True, head_depth=hd, tail_depth=td)
+    for size, (d, depth, heads, hd, td) in DIT_SIZES.items():   # video: 1x2x2 patches, 8 frames, 2x4x4 windows
+        base = dict(backbone="video-dit", hidden_size=d, depth=depth, num_heads=heads, patch_size=2)
+        presets[f"VideoDiT-{size}/2"] = dict(base, elit=False)
+        presets[f"ELIT-VideoDiT-{size}/2"] = dict(base, elit=True, head_depth=hd, tail_depth=td)
     for size, (d, depth, heads, ht) in UVIT_SIZES.items():
         split = dict(elit=True, head_depth=ht, tail_depth=ht)
         paper = dict(backbone="uvit", hidden_size=d, depth=depth, num_heads=heads, patch_size=2)

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from elit.model.backbones import Backbone
+from elit.model.backbones import Backbone, CoreLayout
 from elit.model.budgets import BudgetSpace
 from elit.model.config import ModelConfig
 from elit.model.interface import LatentInterface, check_grid
@@ -159,9 +159,9 @@ class ELITModel(nn.Module):
         latents, grouped = self.interface.read_latents(h, ctx.grid, ctx.cond, kept)
         B, G, _, D = latents.shape
         seq = latents[:, :, :kept].reshape(B, G * kept, D)
-        rope = self.interface.settings.latent_pos == "rope"
-        core_ctx = self.backbone.core_context(
-            ctx, self.interface.latent_coordinates(ctx.grid, kept) if rope else None)
+        layout = CoreLayout(groups=G, kept=kept, coords=self.interface.latent_coordinates(ctx.grid, kept),
+                            rope=self.interface.settings.latent_pos == "rope")
+        core_ctx = self.backbone.core_context(ctx, layout)
         seq, side = self.backbone.enter_core(seq, side, core_ctx)
         for i in core:
             seq, side = self._block(i, seq, side, core_ctx)

@@ -60,9 +60,23 @@ class BackboneArgs:
             raise UserError(f"prediction must be 'velocity' or 'epsilon', got {self.prediction!r}")
 
     @property
+    def patch(self) -> tuple[int, ...]:
+        """Patch size per axis of the input grid: (p, p) for images."""
+        return (self.patch_size,) * 2
+
+    @property
     def grid(self) -> tuple[int, ...]:
         """Token grid at the build size."""
-        return (self.input_size // self.patch_size,) * 2
+        return tuple(s // p for s, p in zip(self.input_shape()[1:], self.patch))
+
+    def input_shape(self, input_size: int | None = None) -> tuple[int, ...]:
+        """Shape of one input (and one sample's noise) at `input_size` (default: the build size)."""
+        size = input_size or self.input_size
+        return (self.in_channels, size, size)
+
+    def default_window(self) -> tuple[int, ...]:
+        """Windows giving 16 groups at the build size (the paper's main setting)."""
+        return tuple(max(1, g // 4) for g in self.grid)
 
     @property
     def uses_rope(self) -> bool:
@@ -79,6 +93,15 @@ class Context:
     grid: tuple[int, ...]                # token grid of this input
     rope: Any = None                     # rotary (cos, sin) for this stage's tokens, or None
     extras: dict = field(default_factory=dict)   # adapter-owned constants (masks, ...)
+
+
+@dataclass(frozen=True)
+class CoreLayout:
+    """The latents the core runs on: `groups` groups of `kept` latents each, group-major."""
+    groups: int
+    kept: int
+    coords: torch.Tensor        # (groups*kept, 1+axes): (slot, group position...) of every latent
+    rope: bool                  # do latents take rotary positions (interface latent_pos == "rope")?
 
 
 class Backbone(nn.Module):
@@ -100,9 +123,11 @@ class Backbone(nn.Module):
         """Refuse an ELIT split this backbone cannot run (e.g. skips across the interface)."""
 
     @classmethod
-    def analytic_flops(cls, args: BackboneArgs, grid: tuple[int, ...], block_tokens: list[int]) -> float:
+    def analytic_flops(cls, args: BackboneArgs, grid: tuple[int, ...], block_tokens: list[int],
+                       groups: int | None = None) -> float:
         """FLOPs (2 x MACs) of one image's forward outside the latent interface, block i running on
-        block_tokens[i] image/latent tokens (the adapter adds any tokens of its own)."""
+        block_tokens[i] image/latent tokens (the adapter adds any tokens of its own); `groups` is G
+        when the core runs on latents (block_tokens[i] = G * kept there)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ the data path
@@ -112,18 +137,19 @@ class Backbone(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         a = self.args
-        if x.dim() != 4 or x.shape[1] != a.in_channels:
-            raise UserError(f"x must have shape (B, {a.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.shape[-2] % a.patch_size or x.shape[-1] % a.patch_size:
-            raise UserError(f"x's height and width {tuple(x.shape[-2:])} must be multiples of the patch "
-                             f"size {a.patch_size}")
+        axes = len(a.patch)
+        names = "(B, C, H, W)" if axes == 2 else "(B, C, T, H, W)"
+        if x.dim() != 2 + axes or x.shape[1] != a.in_channels:
+            raise UserError(f"x must have shape {names} with C = {a.in_channels}, got {tuple(x.shape)}")
+        if any(s % p for s, p in zip(x.shape[2:], a.patch)):
+            raise UserError(f"x's sizes {tuple(x.shape[2:])} must be multiples of the patch size "
+                            f"{a.patch if axes > 2 else a.patch_size}")
         if not x.is_floating_point():
             raise UserError(f"x must be a floating-point tensor, got {x.dtype}")
 
     def input_shape(self, input_size: int | None = None) -> tuple[int, ...]:
         """Shape of one input (and of one sample's noise) at `input_size` (default: the build size)."""
-        size = input_size or self.args.input_size
-        return (self.args.in_channels, size, size)
+        return self.args.input_shape(input_size)
 
     def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None):
         """-> (h (B, N, D) raster-order image tokens, side, Context for the spatial stages)."""
@@ -133,10 +159,11 @@ class Backbone(nn.Module):
         """-> (h, side) after block `index`."""
         return self.blocks[index](h, ctx.cond, ctx.rope), side
 
-    def core_context(self, ctx: Context, latent_coords: torch.Tensor | None) -> Context:
-        """The core's constants. latent_coords (G*j, 1+axes) = (slot, group position...) when the
-        latents get rotary positions, None when they get none (or a learned table in the interface)."""
-        return dataclasses.replace(ctx, rope=None if latent_coords is None else self.rope(latent_coords, ctx))
+    def core_context(self, ctx: Context, layout: CoreLayout) -> Context:
+        """The core's constants: rotary angles at the latents' (slot, group position) coordinates when
+        they take RoPE, and the layout itself (under extras["core"]) for adapters that need it."""
+        rope = self.rope(layout.coords, ctx) if layout.rope else None
+        return dataclasses.replace(ctx, rope=rope, extras={**ctx.extras, "core": layout})
 
     def enter_core(self, seq: torch.Tensor, side, ctx: Context):
         """What enters the core: the kept latents (B, G*j, D) and the side stream."""

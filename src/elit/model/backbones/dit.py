@@ -5,6 +5,7 @@ backbone), and `pos_embed="none"` to rely on RoPE alone.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,6 +39,10 @@ class DiTArgs(BackboneArgs):
         return self.rope
 
     @property
+    def patch_elements(self) -> int:
+        return math.prod(self.patch)
+
+    @property
     def out_channels(self) -> int:
         return self.in_channels * (2 if self.learn_sigma else 1)
 
@@ -49,16 +54,19 @@ class DiTBackbone(Backbone):
     def __init__(self, args: DiTArgs):
         super().__init__(args)
         D = args.hidden_size
-        self.x_embedder = PatchEmbed(args.in_channels, D, args.patch_size)
+        self.x_embedder = PatchEmbed(args.in_channels, D, args.patch)
         self.t_embedder = TimestepEmbedder(D, time_scale=args.time_scale)
         self.y_embedder = LabelEmbedder(args.num_classes, D) if args.num_classes > 0 else None
-        self.blocks = nn.ModuleList(DiTBlock(D, args.num_heads, args.mlp_ratio, args.qk_norm)
-                                    for _ in range(args.depth))
-        self.final_layer = FinalLayer(D, args.patch_size, args.out_channels)
+        self.blocks = nn.ModuleList(self.make_block(i) for i in range(args.depth))
+        self.final_layer = FinalLayer(D, args.patch_elements, args.out_channels)
+
+    def make_block(self, index: int) -> nn.Module:
+        a = self.args
+        return DiTBlock(a.hidden_size, a.num_heads, a.mlp_ratio, a.qk_norm)
 
     def embed(self, x, t, y):
-        h = self.x_embedder(x)                      # (B, D, H/p, W/p)
-        grid = tuple(h.shape[-2:])
+        h = self.x_embedder(x)                      # (B, D, H/p, W/p), or (B, D, T/pt, H/p, W/p)
+        grid = tuple(h.shape[2:])
         tokens = h.flatten(2).transpose(1, 2)       # (B, N, D), raster order
         if self.args.pos_embed == "sincos":
             tokens = tokens + sincos_pos_embed_2d(self.hidden_size, *grid).to(tokens)
@@ -69,18 +77,18 @@ class DiTBackbone(Backbone):
         return tokens, None, Context(cond=c, grid=grid, rope=self.rope(self.spatial_coordinates(grid), x.device))
 
     def finish(self, h, side, ctx) -> torch.Tensor:
-        return unpatchify(self.final_layer(h, ctx.cond), ctx.grid, self.args.patch_size, self.args.out_channels)
+        return unpatchify(self.final_layer(h, ctx.cond), ctx.grid, self.args.patch, self.args.out_channels)
 
     def time_embedding(self, t):
         return self.t_embedder(t)
 
     @classmethod
-    def analytic_flops(cls, args: DiTArgs, grid, block_tokens) -> float:
-        d, p, N = args.hidden_size, args.patch_size, grid[0] * grid[1]
+    def analytic_flops(cls, args: DiTArgs, grid, block_tokens, groups=None) -> float:
+        d, pe, N = args.hidden_size, args.patch_elements, math.prod(grid)
         hidden = int(d * args.mlp_ratio)
-        total = 2 * N * args.in_channels * p * p * d                      # patch embed
+        total = 2 * N * args.in_channels * pe * d                          # patch embed
         total += 2 * (TimestepEmbedder.FREQ_DIM * d + d * d)               # timestep MLP
-        total += 4 * d * d + 2 * N * d * p * p * args.out_channels         # final adaLN + linear
+        total += 4 * d * d + 2 * N * d * pe * args.out_channels            # final adaLN + linear
         return total + sum(block_flops(L, d, hidden) for L in block_tokens)
 
     def initialize_weights(self) -> None:
@@ -106,8 +114,11 @@ class DiTBackbone(Backbone):
             nn.init.zeros_(layer.bias)
 
 
-def unpatchify(out: torch.Tensor, grid, p: int, C: int) -> torch.Tensor:
-    """(B, N, p*p*C) per-token patches (channel-last within a patch) -> (B, C, gh*p, gw*p)."""
-    gh, gw = grid
-    out = out.reshape(-1, gh, gw, p, p, C)
-    return torch.einsum("nhwpqc->nchpwq", out).reshape(-1, C, gh * p, gw * p)
+def unpatchify(out: torch.Tensor, grid, patch, C: int) -> torch.Tensor:
+    """(B, N, prod(patch)*C) per-token patches (channel-last within a patch) -> (B, C, *sizes), for
+    2-D grids (gh, gw) with patch (p, p), as DiT, and 3-D grids (gt, gh, gw) with (pt, p, p)."""
+    a = len(grid)
+    out = out.reshape(-1, *grid, *patch, C)
+    # (B, g0, g1.., p0, p1.., C) -> (B, C, g0, p0, g1, p1, ...)
+    order = [0, 1 + 2 * a] + [v for i in range(a) for v in (1 + i, 1 + a + i)]
+    return out.permute(*order).reshape(-1, C, *(g * p for g, p in zip(grid, patch)))

@@ -46,6 +46,6 @@ class UViTBackbone(DiTBackbone):
         return h, skips
 
     @classmethod
-    def analytic_flops(cls, args, grid, block_tokens) -> float:
-        return super().analytic_flops(args, grid, block_tokens) + S.merge_flops(args.depth, block_tokens,
-                                                                                args.hidden_size)
+    def analytic_flops(cls, args, grid, block_tokens, groups=None) -> float:
+        return super().analytic_flops(args, grid, block_tokens, groups) + S.merge_flops(args.depth, block_tokens,
+                                                                                        args.hidden_size)

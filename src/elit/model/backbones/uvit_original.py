@@ -122,14 +122,14 @@ class UViTOriginalBackbone(Backbone):
     def finish(self, h, side, ctx):
         extras, _ = side
         x = self.decoder_pred(self.norm(torch.cat([extras, h], dim=1)))[:, extras.shape[1]:]
-        out = unpatchify(x, ctx.grid, self.args.patch_size, self.args.in_channels)
+        out = unpatchify(x, ctx.grid, self.args.patch, self.args.in_channels)
         return self.final_layer(out)
 
     def time_embedding(self, t):
         return self.time_embed(timestep_sinusoid(t * self.args.time_scale, self.args.hidden_size))
 
     @classmethod
-    def analytic_flops(cls, args, grid, block_tokens) -> float:
+    def analytic_flops(cls, args, grid, block_tokens, groups=None) -> float:
         d, p, C, E = args.hidden_size, args.patch_size, args.in_channels, args.extra_tokens
         N = grid[0] * grid[1]
         hidden = int(d * args.mlp_ratio)
