@@ -32,8 +32,11 @@ MODELS = {  # label in the results -> training config
     "elit-mb": "study-fmnist-elit-mb",
     "uvit": "study-fmnist-uvit",              # issue 14: the paper's U-ViT, same size and steps
     "elit-uvit-mb": "study-fmnist-elit-uvit-mb",
+    "hdit": "study-fmnist-hdit",              # issue 16: the paper's HDiT (hourglass), same size and steps
+    "elit-hdit-mb": "study-fmnist-elit-hdit-mb",
 }
 UVIT_BUDGETS = [16, 4, 2, 1]   # issue 14: ELIT-U-ViT-MB unguided at these budgets
+HDIT_BUDGETS = [16, 4, 1]      # issue 16: ELIT-HDiT-MB unguided at these budgets
 BUDGETS = [1, 2, 4, 8, 16]
 SCALES = [0.5, 2.0]      # lambda: a small and a moderate guidance scale (w = 1.5 and 3)
 METRICS = ("fid", "fd_fmnist")
@@ -106,7 +109,9 @@ def sweep_plan(models: dict) -> list[tuple[str, dict]]:
                 rest.append(("elit-mb", r))
     # Issue 14: the same comparison on the U-ViT backbone (paper Table 1), unguided.
     uvit = [("uvit", _row(None))] + [("elit-uvit-mb", _row(b)) for b in UVIT_BUDGETS]
-    return plan + rest + uvit
+    # Issue 16: and on HDiT (paper Table 1: ELIT's gain over HDiT lies between DiT's and U-ViT's).
+    hdit = [("hdit", _row(None))] + [("elit-hdit-mb", _row(b)) for b in HDIT_BUDGETS]
+    return plan + rest + uvit + hdit
 
 
 def training_gflops_per_step(config: str) -> float:
@@ -201,7 +206,8 @@ def report(out: pathlib.Path, rows: list[dict], missing: list, models: dict, wal
     print(f"[report] {rep}")
 
 
-MODEL_NAMES = {"dit": "DiT", "elit": "ELIT", "elit-mb": "ELIT-MB", "uvit": "U-ViT", "elit-uvit-mb": "ELIT-U-ViT-MB"}
+MODEL_NAMES = {"dit": "DiT", "elit": "ELIT", "elit-mb": "ELIT-MB", "uvit": "U-ViT", "elit-uvit-mb": "ELIT-U-ViT-MB",
+               "hdit": "HDiT", "elit-hdit-mb": "ELIT-HDiT-MB"}
 METRIC_NAMES = {"fid": "FID", "fd_fmnist": "FD-FMNIST"}
 GRID_NOTE = ("(columns: guidance mode and lambda; '-': not defined at J~ = 1, where cheap CFG would repeat "
              "CFG, and autoguidance has no weaker pass)")

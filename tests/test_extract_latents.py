@@ -102,3 +102,29 @@ def test_extract_sample_is_per_image(tmp_path, images):
         dist = vae.encode(ImageFolder(images, 32)[0][0][None]).latent_dist
     noise = (a[0][0] / vae.config.scaling_factor - dist.mean[0]) / dist.std[0]
     assert 0.7 < noise.std() < 1.3 and abs(noise.mean()) < 0.2  # a real N(0, 1) sample, not the mean
+
+
+def test_video_clips_encode_with_a_tiny_cogvideox_vae(tmp_path):
+    """--video: clips of a video folder through a (random, tiny) AutoencoderKLCogVideoX, the paper's
+    video VAE; the shards hold (C, T', h, w) latents that a video DiT trains on."""
+    from elit.data.video_folder import VideoFolder
+    from elit.video import save_mp4
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 8, 8), latent_channels=4, norm_num_groups=2, temporal_compression_ratio=4,
+        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4)
+    vae.save_pretrained(tmp_path / "vae")
+    rng = np.random.default_rng(1)
+    (tmp_path / "videos").mkdir()
+    for i in range(2):
+        save_mp4(rng.integers(0, 256, (9, 64, 64, 3), dtype=np.uint8), tmp_path / "videos" / f"{i}.mp4")
+    out = tmp_path / "latents"
+    assert main(["extract-latents", "--video", "--vae", str(tmp_path / "vae"), "--data", str(tmp_path / "videos"),
+                 "--out", str(out), "--frames", "9", "--image-size", "64", "--device", "cpu",
+                 "--batch-size", "2"]) == 0
+    data = LatentShardDataset(out)
+    assert data.image_shape == (4, 3, 8, 8) and len(data) == 2       # 9 frames -> 3 latent frames, 64 -> 8
+    clip, _ = VideoFolder(tmp_path / "videos", frames=9, size=64)[1]
+    with torch.no_grad():
+        direct = vae.eval().encode(clip[None]).latent_dist.mean * vae.config.scaling_factor
+    assert torch.allclose(data[1][0].float(), direct[0], atol=2e-2)  # stored as float16

@@ -26,7 +26,7 @@ def test_study_smoke_runs_end_to_end_and_resumes(tmp_path):
     subprocess.run(cmd, check=True, cwd=REPO)
     rows = json.loads((tmp_path / "report" / "fashion-mnist.json").read_text())
     models = {r["model"] for r in rows}
-    assert models == {"dit", "elit", "elit-mb", "uvit", "elit-uvit-mb"}
+    assert models == {"dit", "elit", "elit-mb", "uvit", "elit-uvit-mb", "hdit", "elit-hdit-mb"}
     mb = [r for r in rows if r["model"] == "elit-mb"]
     assert {r["latents_per_group"] for r in mb} == {1, 2, 4, 8, 16}
     assert {r["guidance"] for r in mb} == {"none", "cfg", "ccfg", "ag"}
@@ -63,7 +63,8 @@ def test_plan_has_every_row_the_issue_asks_for_once():
     budgets = list(range(1, 17))
     plan = study.sweep_plan({"dit": SimpleNamespace(budgets=[]), "elit": SimpleNamespace(budgets=budgets),
                              "elit-mb": SimpleNamespace(budgets=budgets), "uvit": SimpleNamespace(budgets=[]),
-                             "elit-uvit-mb": SimpleNamespace(budgets=budgets)})
+                             "elit-uvit-mb": SimpleNamespace(budgets=budgets), "hdit": SimpleNamespace(budgets=[]),
+                             "elit-hdit-mb": SimpleNamespace(budgets=budgets)})
     keys = [(label, s["latents_per_group"], s["guidance"], s["scale"], s["weak_budget"]) for label, s in plan]
     assert len(keys) == len(set(keys))
     mb = {k[1:] for k in keys if k[0] == "elit-mb"}
@@ -78,6 +79,9 @@ def test_plan_has_every_row_the_issue_asks_for_once():
     # issue 14: U-ViT and ELIT-U-ViT-MB unguided, at J~ = 16, 4, 2, 1
     assert {k[1:] for k in keys if k[0] == "uvit"} == {(None, "none", 0.0, None)}
     assert {k[1:] for k in keys if k[0] == "elit-uvit-mb"} == {(b, "none", 0.0, None) for b in (16, 4, 2, 1)}
+    # issue 16: HDiT and ELIT-HDiT-MB unguided, at J~ = 16, 4, 1
+    assert {k[1:] for k in keys if k[0] == "hdit"} == {(None, "none", 0.0, None)}
+    assert {k[1:] for k in keys if k[0] == "elit-hdit-mb"} == {(b, "none", 0.0, None) for b in (16, 4, 1)}
     # most informative first: the three models unguided at full budget, then the budget curve
     assert keys[:5] == [("dit", None, "none", 0.0, None), ("elit", 16, "none", 0.0, None),
                         ("elit-mb", 16, "none", 0.0, None), ("elit-mb", 1, "none", 0.0, None),

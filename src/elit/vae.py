@@ -10,16 +10,22 @@ import torch
 from elit.errors import MissingInputError, UserError
 
 
-def load_vae(name: str, subfolder: str | None = None, dtype: torch.dtype = torch.float32, device="cpu"):
-    """A diffusers AutoencoderKL from a folder or hub name (offline: only from a folder or the cache)."""
+VAE_CLASSES = {"image": "AutoencoderKL", "video": "AutoencoderKLCogVideoX"}   # the paper's video VAE
+
+
+def load_vae(name: str, subfolder: str | None = None, dtype: torch.dtype = torch.float32, device="cpu",
+             kind: str = "image"):
+    """A diffusers VAE from a folder or hub name (offline: only from a folder or the cache): an
+    AutoencoderKL for images, an AutoencoderKLCogVideoX (3-D, 4x temporal compression) for video."""
     try:
-        from diffusers import AutoencoderKL
+        import diffusers
     except ImportError as e:
         raise UserError("VAE models need diffusers: pip install 'elit[diffusers]'") from e
+    cls_name = VAE_CLASSES[kind]
     try:
-        vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder, torch_dtype=dtype)
+        vae = getattr(diffusers, cls_name).from_pretrained(name, subfolder=subfolder, torch_dtype=dtype)
     except (OSError, EnvironmentError) as e:  # missing folder / not on the hub / offline
-        raise MissingInputError(f"cannot load AutoencoderKL {name!r}"
+        raise MissingInputError(f"cannot load {cls_name} {name!r}"
                                 f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {e}") from e
     return vae.to(device).eval().requires_grad_(False)
 

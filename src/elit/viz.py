@@ -35,12 +35,12 @@ def save_png_atomic(image: Image.Image, path) -> pathlib.Path:
     return pathlib.Path(path)
 
 
-def budget_grid(rows: list[torch.Tensor], row_labels: list[str], path, pad: int = 2,
-                min_size: int = 64) -> pathlib.Path:
-    """One PNG: row r shows `rows[r]` (n, C, H, W) in [-1, 1] with `row_labels[r]` on its left.
+def render_grid(rows: list[torch.Tensor], row_labels: list[str], pad: int = 2,
+                min_size: int = 64) -> Image.Image:
+    """One image: row r shows `rows[r]` (n, C, H, W) in [-1, 1] with `row_labels[r]` on its left.
 
     Rows may hold different numbers of images (shorter rows are left-aligned). Grayscale stays
-    grayscale unless a row is RGB. Returns the path written.
+    grayscale unless a row is RGB.
     """
     if len(rows) != len(row_labels):
         raise UserError(f"{len(rows)} rows but {len(row_labels)} row labels")
@@ -68,6 +68,9 @@ def budget_grid(rows: list[torch.Tensor], row_labels: list[str], path, pad: int 
         for c, img in enumerate(arr):
             tile = to_pil(img).convert(mode).resize((cell_w, cell_h), Image.NEAREST)
             canvas.paste(tile, (label_w + c * (cell_w + pad), top))
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return save_png_atomic(canvas, path)
+    return canvas
+
+
+def budget_grid(rows: list[torch.Tensor], row_labels: list[str], path, **kwargs) -> pathlib.Path:
+    """`render_grid` saved as one PNG at `path` (atomically); returns the path."""
+    return save_png_atomic(render_grid(rows, row_labels, **kwargs), path)

@@ -23,8 +23,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weak-budget", type=int, default=None, help="weak pass budget (default: the lowest)")
     parser.add_argument("--num", type=int, default=2000, help="samples per row (FID needs thousands)")
     parser.add_argument("--ref", action="append", required=True,
-                        help="reference: stats .npz, image folder, ADM .npz or fmnist-test; NET=REF per network")
-    parser.add_argument("--metrics", default="fid", help="comma-separated: fid,fdd,fd_fmnist,is,precision,recall,kid")
+                        help="reference: stats .npz, image folder, ADM .npz or fmnist-test; NET=REF per network; "
+                             "video models: moving-fmnist-test or an .npz of clips")
+    parser.add_argument("--metrics", default="fid", help="comma-separated: fid,fdd,fd_fmnist,is,precision,recall,kid; "
+                        "video models add fd_fmnist_clip,class_consistency,label_accuracy,fvd (frame metrics "
+                        "are measured per frame)")
+    parser.add_argument("--ref-num", type=int, default=2000, help="video models: reference clips to measure")
+    parser.add_argument("--i3d-weights", default=None, help="video models, fvd: the I3D TorchScript "
+                        "(i3d_torchscript.pt, as StyleGAN-V's FVD uses)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--sampler", default="euler", choices=["euler", "heun"])
     parser.add_argument("--batch-size", type=int, default=64)
@@ -87,9 +93,12 @@ def run(args) -> int:
     if args.vae:
         from elit.vae import LatentDecoder, load_vae
         decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=args.device))
+    if args.ref_num < 2:
+        raise UserError("--ref-num must be at least 2")
     rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
                      ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
-                     seed_start=args.seed_start, fd_method=args.fd_method, decode=decode)
+                     seed_start=args.seed_start, fd_method=args.fd_method, decode=decode, ref_num=args.ref_num,
+                     i3d_weights=args.i3d_weights)
     print(format_table(rows, metrics))
     for m, proto in rows[-1]["protocols"].items() if rows else []:
         print(f"{m}: {proto}")

@@ -1,7 +1,10 @@
-"""`elit extract-latents`: encode an image folder once with a diffusers AutoencoderKL and store the
-latents as shards (see elit.data.latents), so training skips the VAE encoder at every step.
+"""`elit extract-latents`: encode an image folder once with a diffusers AutoencoderKL (or a video
+folder with AutoencoderKLCogVideoX, `--video`) and store the latents as shards (see
+elit.data.latents), so training skips the VAE encoder at every step.
 
     elit extract-latents --vae stabilityai/sd-vae-ft-ema --data /data/imagenet/train --out /data/in256
+    elit extract-latents --video --vae THUDM/CogVideoX-2b --vae-subfolder vae --frames 33 \
+        --image-size 256 --data /data/kinetics/train --out /data/k700-latents
 
 Resumable: rerunning the same command after an interruption continues at the next unwritten shard.
 """
@@ -44,30 +47,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-dtype", choices=["float16", "float32"], default="float16",
                         help="storage dtype (float16 halves the disk size; default)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for image decoding")
+    video = parser.add_argument_group("video (--video: a folder of videos, AutoencoderKLCogVideoX)")
+    video.add_argument("--video", action="store_true", help="encode clips of a video folder with a 3-D VAE")
+    video.add_argument("--frames", type=int, default=9, help="frames per clip (CogVideoX: 4k + 1, e.g. 9 -> 3 "
+                       "latent frames)")
+    video.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
 
 
-def _settings(args, data: ImageFolder) -> dict:
+def _settings(args, data) -> dict:
     """Everything that changes the stored values; a resume must match it exactly. (Batch size,
     device and workers are left out: they do not change which latents are written.)"""
-    listing = "\n".join(f"{p.relative_to(data.root)}\t{y}" for p, y in zip(data.files, data.labels))
+    if args.video:
+        listing = "\n".join(f"{p}\t{start}\t{y}" for p, start, y in data.clips)
+        extra = {"video": True, "frames": args.frames, "stride": args.stride}
+    else:
+        listing = "\n".join(f"{p.relative_to(data.root)}\t{y}" for p, y in zip(data.files, data.labels))
+        extra = {}
     vae = str(Path(args.vae).resolve()) if Path(args.vae).exists() else args.vae
     return {"vae": vae, "vae_subfolder": args.vae_subfolder, "data": str(data.root.resolve()),
             "image_size": args.image_size, "shard_size": args.shard_size, "sample": args.sample,
             "seed": args.seed if args.sample else None, "dtype": args.dtype, "save_dtype": args.save_dtype,
-            "num_files": len(data.files), "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+            "num_files": len(data), "files_sha256": hashlib.sha256(listing.encode()).hexdigest(), **extra}
 
 
 def run(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
-    data = ImageFolder(args.data, image_size=args.image_size, flip=False)
+    if args.video:
+        from elit.data.video_folder import VideoFolder
+        data = VideoFolder(args.data, frames=args.frames, size=args.image_size, stride=args.stride)
+    else:
+        data = ImageFolder(args.data, image_size=args.image_size, flip=False)
     settings = _settings(args, data)
     writer = LatentShardWriter(args.out, settings, args.shard_size)  # refuses a foreign --out up front
     start = writer.num_done
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     dtype = DTYPES[args.dtype]
-    vae = load_vae(args.vae, args.vae_subfolder, dtype).to(device)
+    vae = load_vae(args.vae, args.vae_subfolder, dtype, kind="video" if args.video else "image").to(device)
     scale = float(vae.config.scaling_factor)
     shift = vae.config.get("shift_factor", None)  # FLUX/SD3 VAEs have one, SD's does not
 

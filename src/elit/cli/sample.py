@@ -1,4 +1,6 @@
 """`elit sample`: one PNG per seed (000007.png for seed 7), an optional grid and an ADM-style .npz.
+A video model writes an animated GIF and an mp4 per seed, and its grid is filmstrips (grid.png)
+plus the same grid animated (grid.gif).
 
     elit sample --model runs/fmnist/model --budget 4 --guidance ccfg --scale 0.25 \
         --steps 40 --seeds 0-63 --out samples/ --grid --npz
@@ -87,7 +89,10 @@ def run(args) -> int:
     if args.vae:
         from elit.vae import LatentDecoder, load_vae
         decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=device))
-    elif model.config.backbone.in_channels not in (1, 3):
+    if len(model.sample_shape()) == 4 and args.vae:
+        raise UserError("--vae decodes image latents; decoding video latents is not supported by elit sample yet "
+                        "(sample the latents with --npz and decode them with your video VAE)")
+    if model.config.backbone.in_channels not in (1, 3) and not args.vae:
         raise UserError(f"this model samples {model.config.backbone.in_channels}-channel latents; pass --vae with the "
                          f"AutoencoderKL its training latents came from to decode them to PNG")
     options = options_from_args(args)
@@ -108,31 +113,52 @@ def run(args) -> int:
             cache = TeaCache(model, args.cache)
         for batch_seeds, _, images in iter_batches(model, seeds, labels, batch_size=args.batch_size,
                                                    progress=True, cache=cache, **options):
-            pixels = to_uint8(decode(images) if decode else images)
-            for seed, image in zip(batch_seeds, pixels):
-                to_pil(image).save(staging / f"{seed:06d}.png")
-            arrays.append(pixels)
+            arrays.append(write_batch(staging, batch_seeds, decode(images) if decode else images))
         pixels = np.concatenate(arrays)
         written = _finish(out, staging, seeds, labels, pixels, args, plan, gflops, cache)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"wrote {len(seeds)} PNGs to {out}" + "".join(f", {p.name}" for p in written))
+    kind = "clips (GIF + mp4)" if len(model.sample_shape()) == 4 else "PNGs"
+    print(f"wrote {len(seeds)} {kind} to {out}" + "".join(f", {p.name}" for p in written))
     if cache is not None:
         print(f"cache: {cache.calls} forward calls, {cache.skips} skipped")
     return 0
+
+
+def write_batch(staging: pathlib.Path, seeds: list[int], images: torch.Tensor) -> np.ndarray:
+    """One file per seed into `staging`: a PNG per image, or an animated GIF and an mp4 per clip of
+    a video model. Returns the uint8 pixels, (N, H, W, C) or (N, T, H, W, C)."""
+    if images.dim() == 5:
+        from elit.video import clips_to_uint8, save_gif, save_mp4
+        clips = clips_to_uint8(images)
+        for seed, clip in zip(seeds, clips):
+            save_gif(clip, staging / f"{seed:06d}.gif")
+            save_mp4(clip, staging / f"{seed:06d}.mp4")
+        return clips
+    pixels = to_uint8(images)
+    for seed, image in zip(seeds, pixels):
+        to_pil(image).save(staging / f"{seed:06d}.png")
+    return pixels
 
 
 def _finish(out, staging, seeds, labels, pixels, args, plan, gflops, cache) -> list[pathlib.Path]:
     """Move the finished PNGs into place, then the grid, .npz and run record (each atomically)."""
     out.mkdir(exist_ok=True)
     for seed in seeds:
-        os.replace(staging / f"{seed:06d}.png", out / f"{seed:06d}.png")
+        for suffix in (".png", ".gif", ".mp4"):
+            if (staging / f"{seed:06d}{suffix}").is_file():
+                os.replace(staging / f"{seed:06d}{suffix}", out / f"{seed:06d}{suffix}")
     written = []
     if args.grid:
-        rows = [torch.from_numpy(pixels[i:i + 8]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        channels_first = (0, 3, 1, 2) if pixels.ndim == 4 else (0, 4, 1, 2, 3)
+        rows = [torch.from_numpy(pixels[i:i + 8]).permute(*channels_first).float() / 127.5 - 1
                 for i in range(0, min(len(pixels), 64), 8)]
         row_labels = [f"seeds {seeds[i]}-{seeds[min(i + 8, len(seeds)) - 1]}" for i in range(0, len(rows) * 8, 8)]
-        written.append(budget_grid(rows, row_labels, out / "grid.png"))
+        if pixels.ndim == 5:   # filmstrips in grid.png, and grid.gif animating the same layout
+            from elit.video import clip_grid
+            written += clip_grid(rows, row_labels, out / "grid.png")
+        else:
+            written.append(budget_grid(rows, row_labels, out / "grid.png"))
     if args.npz:
         path = out / f"samples_{'x'.join(map(str, pixels.shape))}.npz"
         extra = {} if labels is None else {"arr_1": np.asarray(labels, dtype=np.int64)}

@@ -11,6 +11,8 @@ import json
 import pathlib
 import time
 
+import torch
+
 from elit._io import write_json
 from elit.errors import UserError
 from elit.eval.metrics.compute import METRIC_NET, NEEDS_FEATURES, compute_metrics, get_extractor, reference_stats
@@ -43,9 +45,11 @@ def sweep_settings(budgets, guidances, scales, weak_budget, lowest_budget) -> li
 
 def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, metrics, refs, extractors,
                  batch_size: int, seed_start: int = 0, progress: bool = True, fd_method: str = "sqrtm",
-                 decode=None) -> dict:
+                 decode=None, video_refs: dict | None = None) -> dict:
     """Generate `num` images (seeds seed_start..) at one setting and measure them. `decode` turns a
-    latent-space model's samples into pixels (elit.vae.LatentDecoder)."""
+    latent-space model's samples into pixels (elit.vae.LatentDecoder). A video model's clips are
+    measured frame by frame with `metrics`, and with the temporal metrics of `video_refs` (see
+    `prepare_video_reference`)."""
     from elit.sampling import iter_batches, sampling_gflops
     from elit.viz import to_uint8
 
@@ -54,6 +58,10 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
                    scale=setting["scale"] if setting["guidance"] != "none" else None,
                    weak_budget=setting["weak_budget"])
     gen_seconds = 0.0
+    temporal = None
+    if video_refs is not None:
+        from elit.eval.video import ClipStatistics
+        temporal = ClipStatistics(video_refs["classifier"], model.sample_shape()[1], video_refs.get("i3d"))
 
     def batches():
         nonlocal gen_seconds
@@ -61,16 +69,31 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
         while True:
             start = time.perf_counter()
             try:
-                _, _, images = next(it)
+                _, labels, images = next(it)
             except StopIteration:
                 return
             if decode is not None:   # a latent model's images/s includes its decoder
                 images = decode(images)
             gen_seconds += time.perf_counter() - start
-            yield to_uint8(images)
+            if images.dim() == 5:    # clips: temporal statistics, then their frames for the frame metrics
+                from elit.eval.video import clips_uint8, frames_of
+                clips = clips_uint8(images)
+                if temporal is not None:
+                    temporal.update(clips, None if labels is None else torch.tensor(labels))
+                yield frames_of(clips)
+            else:
+                yield to_uint8(images)
 
-    res = compute_metrics(batches(), refs, metrics, batch_size=batch_size, extractors=extractors, progress=False,
-                          fd_method=fd_method)
+    frame_metrics = [m for m in metrics if m in METRIC_NET]
+    if frame_metrics:
+        res = compute_metrics(batches(), refs, frame_metrics, batch_size=batch_size, extractors=extractors,
+                              progress=False, fd_method=fd_method)
+    else:
+        res = {"protocols": {}, "num_samples": sum(len(b) for b in batches())}
+    if temporal is not None:
+        res.update({m: v for m, v in temporal.results(video_refs["stats"], fd_method).items() if m in metrics})
+        res["num_samples"] = temporal.clips
+        res["protocols"].update({m: video_refs["protocol"] for m in metrics if m not in METRIC_NET})
     gflops = sampling_gflops(model.config, steps=steps, budget=setting["latents_per_group"],
                              guidance=setting["guidance"], weak_budget=setting["weak_budget"], sampler=sampler,
                              scale=options["scale"])
@@ -78,7 +101,7 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
            "num_samples": res["num_samples"], "gflops_per_image": gflops,
            "images_per_s": round(res["num_samples"] / gen_seconds, 3) if gen_seconds else None}
     for m in metrics:
-        row[m] = res[m]
+        row[m] = res.get(m)
         if m + "_std" in res:
             row[m + "_std"] = res[m + "_std"]
     row["protocols"] = res["protocols"]
@@ -97,18 +120,31 @@ def setting_key(label: str, setting: dict, steps: int, sampler: str) -> tuple:
 
 def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps: int, sampler: str, metrics, ref,
               batch_size: int = 64, json_path=None, progress: bool = True, net_kwargs: dict | None = None,
-              seed_start: int = 0, fd_method: str = "sqrtm", decode=None) -> list[dict]:
+              seed_start: int = 0, fd_method: str = "sqrtm", decode=None, ref_num: int = 2000,
+              i3d_weights=None) -> list[dict]:
     """Evaluate every model (label -> model) at its settings: label -> list of settings (see
     `sweep_settings`), or a list of (label, setting) pairs to run in that order. Resume from and
-    append to json_path."""
+    append to json_path. Video models are measured per frame and with the temporal metrics of
+    `elit.eval.video` against `ref_num` reference clips."""
+    from elit.eval.video import TEMPORAL_METRICS, is_video_model
     metrics = tuple(metrics)
-    unknown = [m for m in metrics if m not in METRIC_NET]
+    videos = {is_video_model(m) for m in models.values()}
+    if len(videos) > 1:
+        raise UserError("a sweep measures image models or video models, not both: run them apart")
+    video = videos == {True}
+    known = (*METRIC_NET, *TEMPORAL_METRICS) if video else tuple(METRIC_NET)
+    unknown = [m for m in metrics if m not in known]
     if unknown:
-        raise UserError(f"unknown metrics {unknown}; choose from {', '.join(METRIC_NET)}")
-    nets = sorted({METRIC_NET[m] for m in metrics})
+        raise UserError(f"unknown metrics {unknown}; choose from {', '.join(known)}")
+    nets = sorted({METRIC_NET[m] for m in metrics if m in METRIC_NET})
     extractors = {n: get_extractor(n, **(net_kwargs or {})) for n in nets}
     need = [n for n in nets if any(METRIC_NET[m] == n for m in metrics if m in NEEDS_FEATURES)]
-    refs, _ = reference_stats(ref, extractors, need_features=need, batch_size=batch_size, progress=progress)
+    video_refs = None
+    if video:
+        ref, video_refs = prepare_video_reference(ref, next(iter(models.values())), metrics, ref_num, net_kwargs,
+                                                  i3d_weights, batch_size)
+    refs = reference_stats(ref, extractors, need_features=need, batch_size=batch_size, progress=progress)[0] \
+        if nets else {}
     path = pathlib.Path(json_path) if json_path else None
     rows = json.loads(path.read_text()) if path and path.is_file() else []
     # A saved row counts as done only if it carries every metric asked for now; others are redone.
@@ -126,11 +162,30 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
               flush=True)
         row = evaluate_row(models[label], setting, num=num, steps=steps, sampler=sampler, metrics=metrics,
                            refs=refs, extractors=extractors, batch_size=batch_size, progress=progress,
-                           seed_start=seed_start, fd_method=fd_method, decode=decode)
+                           seed_start=seed_start, fd_method=fd_method, decode=decode, video_refs=video_refs)
         row = {"model": label, **row}
         rows.append(row)
-        print("   " + ", ".join(f"{m}={row[m]:.3f}" for m in metrics) + f", {row['gflops_per_image']:.2f} GFLOPs/img",
-              flush=True)
+        print("   " + ", ".join(f"{m}={row[m]:.3f}" for m in metrics if row.get(m) is not None)
+              + f", {row['gflops_per_image']:.2f} GFLOPs/img", flush=True)
         if path:
             write_json(path, rows)
     return rows
+
+
+def prepare_video_reference(ref, model, metrics, num, net_kwargs, i3d_weights, batch_size):
+    """Reference clips for a video sweep: (their frames, for the frame metrics; the temporal reference)."""
+    from elit.eval.video import TEMPORAL_METRICS, ClipStatistics, I3DFeatures, frames_of, reference_clips
+    if isinstance(ref, dict):
+        raise UserError("a video sweep takes one reference (moving-fmnist-test or an .npz of clips), not NET=REF")
+    clips, labels = reference_clips(ref, model.sample_shape(), num)
+    out = None
+    if any(m in TEMPORAL_METRICS for m in metrics):
+        classifier = get_extractor("fmnist", **(net_kwargs or {}))
+        i3d = I3DFeatures(i3d_weights, device=(net_kwargs or {}).get("device", "cpu")) if "fvd" in metrics else None
+        stats = ClipStatistics(classifier, clips.shape[2], i3d)
+        for i in range(0, len(clips), batch_size):
+            stats.update(clips[i:i + batch_size], None if labels is None else labels[i:i + batch_size])
+        out = {"classifier": classifier, "i3d": i3d, "stats": stats.stats(),
+               "protocol": f"clips of {clips.shape[2]} frames vs {len(clips)} reference clips of {ref}; "
+                           f"{classifier.protocol}" + ("; FVD: I3D features, 224x224, [-1, 1]" if i3d else "")}
+    return frames_of(clips), out

@@ -27,7 +27,8 @@ def row_label(config, budget: int | None) -> str:
 
 def write_budget_grid(model, path, budgets: list | None = None, steps: int = 40, per_row: int = 10) -> pathlib.Path:
     """Sample seeds 0..per_row-1 (labels seed % num_classes) at every budget; one PNG (rows = budgets).
-    GFLOPs are analytic, per image and per forward pass (2 x multiply-adds)."""
+    GFLOPs are analytic, per image and per forward pass (2 x multiply-adds). A video model's grid
+    shows filmstrips, with an animated GIF of the same grid beside the PNG."""
     from elit.sampling import sample
     from elit.viz import budget_grid
     budgets = budgets or default_sample_budgets(model)
@@ -40,4 +41,7 @@ def write_budget_grid(model, path, budgets: list | None = None, steps: int = 40,
             rows.append(images.clamp(-1, 1))
             labels.append(row_label(model.config, budget))
     model.train(was_training)
+    if rows[0].dim() == 5:
+        from elit.video import clip_grid
+        return clip_grid(rows, labels, path)[0]
     return budget_grid(rows, labels, path)

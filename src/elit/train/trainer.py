@@ -39,12 +39,20 @@ _NOISE_STREAM = 0x5EED  # per-step stream for eps, t and class dropout
 
 def check_model_fits_data(model: ModelConfig, dataset) -> None:
     """Refuse, before any compute, a model that cannot train on this data."""
-    C, H, W = dataset.image_shape
-    b = model.backbone
+    shape, b = tuple(dataset.image_shape), model.backbone
+    expected = b.input_shape()
     fix = "change the model.* keys or pick a config made for this data"
+    if len(shape) != len(expected):
+        kind = {3: "images (C, H, W)", 4: "clips (C, T, H, W)"}
+        raise UserError(f"the data holds {kind.get(len(shape), shape)} but backbone {b.name!r} takes "
+                        f"{kind.get(len(expected), expected)}; pick a model for this data ({fix})")
+    C, H, W = shape[0], shape[-2], shape[-1]
     if C != b.in_channels:
         raise UserError(f"the data has {C} channels but model.in_channels={b.in_channels}; "
                         f"set model.in_channels={C} ({fix})")
+    if len(shape) == 4 and shape[1] != expected[1]:
+        raise UserError(f"the clips have {shape[1]} frames but model.frames={expected[1]}; "
+                        f"set model.frames={shape[1]} ({fix})")
     if H != W:
         raise UserError(f"the data is {H}x{W}; only square inputs are supported")
     if H != b.input_size:
