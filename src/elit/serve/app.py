@@ -144,7 +144,7 @@ def create_app(services, *, api_key: str | None = None, metrics: ServeMetrics | 
         s = job.settings
         weak = s.weak_budget if s.weak_budget is not None or s.guidance not in ("ccfg", "ag") else service.budgets[0]
         facts = {"model": name, "budget": result.budget, "steps": result.steps, "guidance": s.guidance,
-                 "scale": s.scale, "weak_budget": weak, "gflops_per_image": round(result.gflops_per_image, 3),
+                 "scale": s.scale, "weak_budget": weak, "gflops_per_image": round(result.gflops_per_image, 4),
                  "queue_wait_ms": round(1000 * result.queue_wait, 2), "compute_ms": round(1000 * result.compute, 2),
                  "batch_images": result.batch_images, "seeds": job.seeds, "labels": job.labels,
                  "deadline_ms": req.deadline_ms, "replica": service.replica}

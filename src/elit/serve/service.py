@@ -118,23 +118,23 @@ class ModelService:
         return to_uint8(self.decode(images) if self.decode is not None else images)
 
     # ------------------------------------------------------------------ what /v1/models says
-    def predicted_seconds(self, guidance: str, budget, steps: int | None = None, images: int = 1):
+    def option(self, guidance: str, budget, steps: int | None = None) -> Option | None:
+        """How an unguided / guided (lambda = 1) request at `budget` runs, None if it cannot."""
         settings = Settings(steps or self.default_steps, "euler", guidance, None if guidance == "none" else 1.0)
         try:
-            option = self.ladder.fixed(settings, budget)[0]
+            return self.ladder.fixed(settings, budget)[0]
         except UserError:
             return None
-        return self.cost.seconds(option.cost, images)
 
     def info(self) -> dict:
         from elit.cost import analytic_gflops
+        modes = [g for g in GUIDANCE_MODES if self.num_classes > 0 or g in ("none", "ag")]
         rows = []
         for b in self.budgets or [None]:
-            option = self.ladder.fixed(Settings(self.default_steps), b)[0]
+            options = {g: self.option(g, b) for g in modes}
             rows.append({"budget": b, "gflops_per_forward": round(analytic_gflops(self.config, b), 4),
-                         "gflops_per_image": round(option.cost.gflops_per_image, 3),
-                         "predicted_seconds": {g: self.predicted_seconds(g, b) for g in GUIDANCE_MODES
-                                               if self.num_classes > 0 or g in ("none", "ag")}})
+                         "gflops_per_image": {g: o and round(o.cost.gflops_per_image, 4) for g, o in options.items()},
+                         "predicted_seconds": {g: o and self.cost.seconds(o.cost, 1) for g, o in options.items()}})
         backbone = self.config.backbone
         return {"name": self.name, "backbone": backbone.name, "elastic": bool(self.budgets),
                 "image_shape": list(self.model.sample_shape()), "budgets": rows,
@@ -142,6 +142,6 @@ class ModelService:
                 "defaults": {"steps": self.default_steps, "min_steps": min(self.ladder.steps_ladder(self.default_steps)),
                              "guidance": "none", "scale": 1.0,
                              "weak_budget": self.budgets[0] if self.budgets else None, "budget": "full"},
-                "guidance_modes": [g for g in GUIDANCE_MODES if self.num_classes > 0 or g in ("none", "ag")],
+                "guidance_modes": modes,
                 "limits": self.limits.to_dict(), "cost_model": self.cost.to_dict(), "calibration": self.calibration,
                 "replica": self.replica}
