@@ -43,10 +43,13 @@ def sweep_settings(budgets, guidances, scales, weak_budget, lowest_budget) -> li
 
 def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, metrics, refs, extractors,
                  batch_size: int, seed_start: int = 0, progress: bool = True, fd_method: str = "sqrtm",
-                 decode=None) -> dict:
+                 decode=None, shards=None) -> dict | None:
     """Generate `num` images (seeds seed_start..) at one setting and measure them. `decode` turns a
-    latent-space model's samples into pixels (elit.vae.LatentDecoder)."""
-    from elit.sampling import iter_batches, sampling_gflops
+    latent-space model's samples into pixels (elit.vae.LatentDecoder). Under torchrun (`shards`, see
+    elit.sampling.distributed) every rank generates its batches and rank 0 measures them all; the
+    other ranks return None."""
+    from elit.sampling import sampling_gflops
+    from elit.sampling.distributed import Shards
     from elit.viz import to_uint8
 
     seeds = list(range(seed_start, seed_start + num))
@@ -57,7 +60,7 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
 
     def batches():
         nonlocal gen_seconds
-        it = iter_batches(model, seeds, None, batch_size=batch_size, progress=progress, **options)
+        it = shards.batches(model, seeds, None, batch_size=batch_size, progress=progress, **options)
         while True:
             start = time.perf_counter()
             try:
@@ -69,6 +72,11 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
             gen_seconds += time.perf_counter() - start
             yield to_uint8(images)
 
+    shards = shards or Shards()
+    if not shards.is_main:
+        for _ in batches():     # generate and send this rank's batches
+            pass
+        return None
     res = compute_metrics(batches(), refs, metrics, batch_size=batch_size, extractors=extractors, progress=False,
                           fd_method=fd_method)
     gflops = sampling_gflops(model.config, steps=steps, budget=setting["latents_per_group"],
@@ -97,14 +105,22 @@ def setting_key(label: str, setting: dict, steps: int, sampler: str) -> tuple:
 
 def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps: int, sampler: str, metrics, ref,
               batch_size: int = 64, json_path=None, progress: bool = True, net_kwargs: dict | None = None,
-              seed_start: int = 0, fd_method: str = "sqrtm", decode=None) -> list[dict]:
+              seed_start: int = 0, fd_method: str = "sqrtm", decode=None, shards=None) -> list[dict]:
     """Evaluate every model (label -> model) at its settings: label -> list of settings (see
     `sweep_settings`), or a list of (label, setting) pairs to run in that order. Resume from and
-    append to json_path."""
+    append to json_path. With `shards` (torchrun) rank 0 measures and writes; the others only
+    generate their batches and return []."""
     metrics = tuple(metrics)
     unknown = [m for m in metrics if m not in METRIC_NET]
     if unknown:
         raise UserError(f"unknown metrics {unknown}; choose from {', '.join(METRIC_NET)}")
+    pairs = settings if isinstance(settings, list) else [(label, s) for label in models for s in settings[label]]
+    if shards is not None and not shards.is_main:
+        for label, setting in shards.broadcast(None):     # the rows rank 0 has left to measure
+            evaluate_row(models[label], setting, num=num, steps=steps, sampler=sampler, metrics=metrics, refs=None,
+                         extractors=None, batch_size=batch_size, progress=False, seed_start=seed_start,
+                         decode=decode, shards=shards)
+        return []
     nets = sorted({METRIC_NET[m] for m in metrics})
     extractors = {n: get_extractor(n, **(net_kwargs or {})) for n in nets}
     need = [n for n in nets if any(METRIC_NET[m] == n for m in metrics if m in NEEDS_FEATURES)]
@@ -114,9 +130,10 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     # A saved row counts as done only if it carries every metric asked for now; others are redone.
     rows = [r for r in rows if all(r.get(m) is not None for m in metrics)]
     done = {row_key(r) for r in rows}
-    pairs = settings if isinstance(settings, list) else [(label, s) for label in models for s in settings[label]]
     todo = [(label, s) for label, s in pairs
             if setting_key(label, s, steps, sampler) not in done]
+    if shards is not None:
+        shards.broadcast(todo)
     if path and rows:
         print(f"resuming: {len(rows)} rows already in {path}, {len(todo)} to go")
     for i, (label, setting) in enumerate(todo):
@@ -126,7 +143,7 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
               flush=True)
         row = evaluate_row(models[label], setting, num=num, steps=steps, sampler=sampler, metrics=metrics,
                            refs=refs, extractors=extractors, batch_size=batch_size, progress=progress,
-                           seed_start=seed_start, fd_method=fd_method, decode=decode)
+                           seed_start=seed_start, fd_method=fd_method, decode=decode, shards=shards)
         row = {"model": label, **row}
         rows.append(row)
         print("   " + ", ".join(f"{m}={row[m]:.3f}" for m in metrics) + f", {row['gflops_per_image']:.2f} GFLOPs/img",
