@@ -170,7 +170,7 @@ def create_app(services, *, api_key: str | None = None, metrics: ServeMetrics | 
 
     @app.get("/healthz")
     async def healthz():
-        dead = [n for n, s in services.items() if manage_workers and not s.scheduler.alive()]
+        dead = [n for n, s in services.items() if not s.scheduler.healthy()]
         if dead:
             return _error(503, f"worker of {', '.join(dead)} is not running")
         return {"status": "ok", "models": list(services)}

@@ -337,8 +337,9 @@ class Scheduler:
             self.error = e
             raise
 
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self.error is None
+    def healthy(self) -> bool:
+        """No worker error, and the worker thread (if started) still runs."""
+        return self.error is None and (self._thread is None or self._thread.is_alive())
 
     def stop(self, timeout: float = 30) -> None:
         with self._cond:
