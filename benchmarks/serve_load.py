@@ -201,6 +201,7 @@ def main():
     ap.add_argument("--server-threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the figures (and every request) here")
     ap.add_argument("--plot", default=None, help="write the latency / budget plot here (PNG)")
+    ap.add_argument("--capacity-only", action="store_true", help="measure the full-budget capacity and stop")
     ap.add_argument("--replot", default=None, help="only redraw --plot from a --json file of an earlier run")
     args = ap.parse_args()
     if not (0 < args.duration <= 600 and 0 < args.clients <= 256):
@@ -227,6 +228,8 @@ def main():
         wait_idle(url)
         print(f"full-budget capacity: {capacity:.2f} images/s ({args.clients} closed-loop clients, "
               f"{args.capacity_seconds:g} s); deadline {args.deadline_ms:g} ms; load average {os.getloadavg()[0]:.2f}")
+        if args.capacity_only:
+            return
         runs = []
         header = (f"{'load':>5} {'mode':>9} {'req':>5} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
                   f"{'hit rate':>8} {'errors':>6}  budgets (budget@steps: images)")

@@ -23,7 +23,8 @@ def test_two_ray_replicas_serve_the_same_images(tmp_path):
     model = tiny_model()
     elit.save_pretrained(model, tmp_path / "tiny")
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path), "RAY_ADDRESS": ""}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}     # a local one-machine cluster
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen([sys.executable, "-m", "elit", "serve", "--ray", "--replicas", "2", "--threads", "1",
                              "--model", str(tmp_path / "tiny"), "--port", str(port), "--steps", str(STEPS),
                              "--max-batch", "4", "--max-images", "4"],

@@ -44,7 +44,7 @@ class ElitReplica:
 def serve_with_ray(args, device: str) -> int:
     import ray
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, logging_level="warning")
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, logging_level="warning")
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         options = {k: v for k, v in vars(args).items() if k != "command"}
