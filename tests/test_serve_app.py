@@ -253,3 +253,15 @@ def test_elit_serve_command_answers_on_loopback(tmp_path, model):
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
     assert "cost model" in out and f"http://127.0.0.1:{port}/" in out
+
+
+def test_an_unconditional_model_refuses_labels_and_class_guidance():
+    model = elit.create_model("ELIT-DiT-S/4", input_size=32, in_channels=1, num_classes=0, patch_size=4,
+                              hidden_size=32, depth=3, num_heads=4, head_depth=1, tail_depth=1).eval()
+    with TestClient(create_app([service(model)])) as c:
+        assert c.get("/v1/models").json()["models"][0]["guidance_modes"] == ["none", "ag"]
+        for body, field in [({"label": 1}, "label"), ({"guidance": "cfg", "scale": 1}, "guidance")]:
+            r = c.post("/v1/images", json=body)
+            assert r.status_code == 422 and r.json()["error"]["field"] == field
+        r = c.post("/v1/images", json={"seed": 2, "guidance": "ag", "scale": 0.5, "budget": 4})
+        assert r.status_code == 200 and "x-elit-labels" not in r.headers

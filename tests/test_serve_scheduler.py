@@ -202,3 +202,11 @@ def test_batches_share_settings_and_never_exceed_the_caps(config):
     results = [job.future.result() for job in jobs]
     assert [r.batch_images for r in results] == [4, 2, 4, 2, 2]
     assert [len(r.images) for r in results] == [3, 1, 1, 2, 1]
+
+
+def test_the_options_cache_stays_bounded_whatever_clients_send(config):
+    ladder = Ladder(config)
+    ladder.cache_size = 8
+    for i in range(50):                       # every request with its own scale: its own settings
+        ladder.elastic(Settings(steps=4, guidance="cfg", scale=1 + i / 100))
+    assert len(ladder._cache) == 8

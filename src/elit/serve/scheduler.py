@@ -99,7 +99,8 @@ class Ladder:
 
     def __init__(self, config, min_steps: int | None = None):
         self.config, self.min_steps = config, min_steps
-        self._cache = {}
+        self._cache = {}            # settings -> options; bounded, as clients choose the settings
+        self.cache_size = 256
 
     def _plan(self, settings: Settings, steps: int, budget):
         from elit.sampling import plan_run
@@ -136,6 +137,8 @@ class Ladder:
                 options.append(Option(steps, budget, plan_cost(self.config, plan), rank=len(options)))
         if not options:
             raise UserError("no budget of this model can run these settings")
+        if len(self._cache) >= self.cache_size:
+            self._cache.pop(next(iter(self._cache)))      # the oldest entry
         self._cache[settings] = tuple(options)
         return self._cache[settings]
 

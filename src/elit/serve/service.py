@@ -100,7 +100,8 @@ class ModelService:
         if req.weak_budget is not None and req.weak_budget not in self.budgets:
             raise FieldError("weak_budget", f"{req.weak_budget} is not a budget of this model ({self.budgets})")
         seeds = list(range(req.seed, req.seed + req.num_images))
-        labels = None if self.num_classes == 0 else [self._label(req.label, s) for s in seeds]
+        labels = [self._label(req.label, s) for s in seeds]
+        labels = None if self.num_classes == 0 else labels
         scale = req.scale if req.scale is not None or req.guidance == "none" else 1.0
         settings = Settings(steps, req.sampler, req.guidance, scale, req.weak_budget)
         try:
