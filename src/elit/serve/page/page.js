@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 let model = null;          // the first model of GET /v1/models
 let waitSeconds = 0;       // the server's predicted queue wait, from /v1/status
+let correction = 1;        // its cost model's measured / calibrated ratio now, over the one in `model`
 
 function headers() {
   const key = $("apikey").value;
@@ -34,7 +35,7 @@ function showBudget() {
   $("budget-label").textContent = "budget " + (row.budget === null ? "full" : row.budget);
   $("gflops").textContent = gflops === null ? "not valid with " + guidance : Number((gflops * ratio).toPrecision(4)) + " GFLOPs";
   $("latency").textContent = seconds === null ? "predicted -"
-    : "predicted " + Math.round(1000 * (waitSeconds + seconds * ratio)) + " ms";
+    : "predicted " + Math.round(1000 * (waitSeconds + seconds * ratio * correction)) + " ms";
 }
 
 function request(budget) {
@@ -88,6 +89,7 @@ async function poll() {
   try {
     const s = (await (await api("/v1/status")).json()).models[model.name];
     waitSeconds = s.predicted_wait_s;
+    correction = s.cost_model.correction / model.cost_model.correction;
     const running = s.running ? `running ${s.running.images} images at budget ${s.running.budget}` : "idle";
     $("status").textContent = `${running}; queue ${s.queued_images} images, predicted wait ` +
       `${Math.round(1000 * s.predicted_wait_s)} ms; ${s.images} images served`;
