@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "budget sweep: generate and measure quality vs GFLOPs"),
     "ref": ("ref", "compute reference feature statistics (.npz)"),
     "fid": ("fid", "FID (or FDD, FD-FMNIST) between two image folders or .npz files"),
+    "serve": ("serve", "serve a model over HTTP: per-request and deadline-aware budgets, web page, metrics"),
     "convert": ("convert", "convert reference checkpoints (authors' ELIT-SiT, SiT, DiT, U-ViT)"),
     "extract-latents": ("extract_latents", "encode an image folder to VAE latent shards"),
     "train-classifier": ("train_classifier", "train the Fashion-MNIST feature classifier (domain metric)"),

@@ -58,9 +58,12 @@ def run(args) -> int:
     from elit.eval.report import format_table, plot_quality_vs_gflops
     from elit.eval.sweep import run_sweep, sweep_settings
     from elit.hub import load_pretrained
+    from elit.sampling.distributed import Shards
 
     if args.num < 2:
         raise UserError("--num must be at least 2 (a covariance needs two samples; FID needs thousands)")
+    shards = Shards.from_env(args.device)   # under torchrun: rank 0 measures, every rank generates
+    args.device = shards.device or args.device
     models = {}
     for spec in args.model:
         label, _, path = spec.rpartition("=") if "=" in spec else (None, None, spec)
@@ -98,7 +101,9 @@ def run(args) -> int:
     rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
                      ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
                      seed_start=args.seed_start, fd_method=args.fd_method, decode=decode, ref_num=args.ref_num,
-                     i3d_weights=args.i3d_weights)
+                     i3d_weights=args.i3d_weights, shards=shards)
+    if not shards.is_main:
+        return 0
     print(format_table(rows, metrics))
     for m, proto in rows[-1]["protocols"].items() if rows else []:
         print(f"{m}: {proto}")

@@ -20,7 +20,8 @@ import torch
 
 from elit._io import atomic_write, temp_dir_beside, write_json
 from elit.errors import UserError
-from elit.sampling import MODES, SAMPLERS, iter_batches, parse_budget, parse_seeds, plan_gflops, plan_run, resolve_labels
+from elit.sampling import MODES, SAMPLERS, parse_budget, parse_seeds, plan_gflops, plan_run, resolve_labels
+from elit.sampling.distributed import Shards
 from elit.viz import budget_grid, to_pil, to_uint8
 
 HELP = "sample a trained model at any budget with optional guidance"
@@ -83,7 +84,8 @@ def run(args) -> int:
     from elit.hub import load_pretrained
     if args.schedule and args.budget:
         raise UserError("give either --budget or --schedule, not both")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    shards = Shards.from_env(args.device)   # under torchrun: this process's share of the batches
+    device = shards.device or args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_pretrained(args.model, device=device, dtype=DTYPES[args.dtype])
     decode = None
     if args.vae:
@@ -111,9 +113,11 @@ def run(args) -> int:
         if args.cache is not None:
             from elit.sampling import TeaCache
             cache = TeaCache(model, args.cache)
-        for batch_seeds, _, images in iter_batches(model, seeds, labels, batch_size=args.batch_size,
+        for batch_seeds, _, images in shards.batches(model, seeds, labels, batch_size=args.batch_size,
                                                    progress=True, cache=cache, **options):
             arrays.append(write_batch(staging, batch_seeds, decode(images) if decode else images))
+        if not shards.is_main:   # rank 0 received every batch and writes every file
+            return 0
         pixels = np.concatenate(arrays)
         written = _finish(out, staging, seeds, labels, pixels, args, plan, gflops, cache)
     finally:

@@ -45,12 +45,14 @@ def sweep_settings(budgets, guidances, scales, weak_budget, lowest_budget) -> li
 
 def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, metrics, refs, extractors,
                  batch_size: int, seed_start: int = 0, progress: bool = True, fd_method: str = "sqrtm",
-                 decode=None, video_refs: dict | None = None) -> dict:
+                 decode=None, video_refs: dict | None = None, shards=None) -> dict | None:
     """Generate `num` images (seeds seed_start..) at one setting and measure them. `decode` turns a
     latent-space model's samples into pixels (elit.vae.LatentDecoder). A video model's clips are
     measured frame by frame with `metrics`, and with the temporal metrics of `video_refs` (see
-    `prepare_video_reference`)."""
-    from elit.sampling import iter_batches, sampling_gflops
+    `prepare_video_reference`). Under torchrun (`shards`, see elit.sampling.distributed) every rank
+    generates its batches and rank 0 measures them all; the other ranks return None."""
+    from elit.sampling import sampling_gflops
+    from elit.sampling.distributed import Shards
     from elit.viz import to_uint8
 
     seeds = list(range(seed_start, seed_start + num))
@@ -65,7 +67,7 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
 
     def batches():
         nonlocal gen_seconds
-        it = iter_batches(model, seeds, None, batch_size=batch_size, progress=progress, **options)
+        it = shards.batches(model, seeds, None, batch_size=batch_size, progress=progress, **options)
         while True:
             start = time.perf_counter()
             try:
@@ -84,6 +86,11 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
             else:
                 yield to_uint8(images)
 
+    shards = shards or Shards()
+    if not shards.is_main:
+        for _ in batches():     # generate and send this rank's batches
+            pass
+        return None
     frame_metrics = [m for m in metrics if m in METRIC_NET]
     if frame_metrics:
         res = compute_metrics(batches(), refs, frame_metrics, batch_size=batch_size, extractors=extractors,
@@ -121,11 +128,12 @@ def setting_key(label: str, setting: dict, steps: int, sampler: str) -> tuple:
 def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps: int, sampler: str, metrics, ref,
               batch_size: int = 64, json_path=None, progress: bool = True, net_kwargs: dict | None = None,
               seed_start: int = 0, fd_method: str = "sqrtm", decode=None, ref_num: int = 2000,
-              i3d_weights=None) -> list[dict]:
+              i3d_weights=None, shards=None) -> list[dict]:
     """Evaluate every model (label -> model) at its settings: label -> list of settings (see
     `sweep_settings`), or a list of (label, setting) pairs to run in that order. Resume from and
     append to json_path. Video models are measured per frame and with the temporal metrics of
-    `elit.eval.video` against `ref_num` reference clips."""
+    `elit.eval.video` against `ref_num` reference clips. With `shards` (torchrun) rank 0 measures
+    and writes; the others only generate their batches and return []."""
     from elit.eval.video import TEMPORAL_METRICS, is_video_model
     metrics = tuple(metrics)
     videos = {is_video_model(m) for m in models.values()}
@@ -136,6 +144,13 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     unknown = [m for m in metrics if m not in known]
     if unknown:
         raise UserError(f"unknown metrics {unknown}; choose from {', '.join(known)}")
+    pairs = settings if isinstance(settings, list) else [(label, s) for label in models for s in settings[label]]
+    if shards is not None and not shards.is_main:
+        for label, setting in shards.broadcast(None):     # the rows rank 0 has left to measure
+            evaluate_row(models[label], setting, num=num, steps=steps, sampler=sampler, metrics=metrics, refs=None,
+                         extractors=None, batch_size=batch_size, progress=False, seed_start=seed_start,
+                         decode=decode, shards=shards)
+        return []
     nets = sorted({METRIC_NET[m] for m in metrics if m in METRIC_NET})
     extractors = {n: get_extractor(n, **(net_kwargs or {})) for n in nets}
     need = [n for n in nets if any(METRIC_NET[m] == n for m in metrics if m in NEEDS_FEATURES)]
@@ -150,9 +165,10 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     # A saved row counts as done only if it carries every metric asked for now; others are redone.
     rows = [r for r in rows if all(r.get(m) is not None for m in metrics)]
     done = {row_key(r) for r in rows}
-    pairs = settings if isinstance(settings, list) else [(label, s) for label in models for s in settings[label]]
     todo = [(label, s) for label, s in pairs
             if setting_key(label, s, steps, sampler) not in done]
+    if shards is not None:
+        shards.broadcast(todo)
     if path and rows:
         print(f"resuming: {len(rows)} rows already in {path}, {len(todo)} to go")
     for i, (label, setting) in enumerate(todo):
@@ -162,7 +178,8 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
               flush=True)
         row = evaluate_row(models[label], setting, num=num, steps=steps, sampler=sampler, metrics=metrics,
                            refs=refs, extractors=extractors, batch_size=batch_size, progress=progress,
-                           seed_start=seed_start, fd_method=fd_method, decode=decode, video_refs=video_refs)
+                           seed_start=seed_start, fd_method=fd_method, decode=decode, video_refs=video_refs,
+                           shards=shards)
         row = {"model": label, **row}
         rows.append(row)
         print("   " + ", ".join(f"{m}={row[m]:.3f}" for m in metrics if row.get(m) is not None)

@@ -108,7 +108,8 @@ def default_settings(model, scale: float | None = None, steps=(10, 20, 40)) -> l
     return [s for s in settings if not (s["guidance"] == "ccfg" and s.get("budget") == low)]
 
 
-def _timed_sample(model, seeds, setting, batch_size):
+def timed_sample(model, seeds, setting, batch_size):
+    """Sample `seeds` at one setting; returns (images, seconds per image), synchronised on CUDA."""
     from elit.sampling.solvers import sample
     options = {k: v for k, v in setting.items() if v is not None}
     sync = torch.cuda.synchronize if next(model.parameters()).is_cuda else (lambda: None)
@@ -136,14 +137,14 @@ def build_table(model, seeds=range(8), settings: list[dict] | None = None, scale
         if len(scales) > 1:
             raise UserError(f"guided settings must share one scale for a proxy table, got {sorted(scales)}")
         reference_setting.update(guidance="cfg", scale=scales.pop())
-    reference, _ = _timed_sample(model, seeds, reference_setting, batch_size)
+    reference, _ = timed_sample(model, seeds, reference_setting, batch_size)
     label = f"heun {reference_steps} steps, full budget" + (
         f", cfg lambda={reference_setting['scale']}" if "scale" in reference_setting else "")
     rows = []
     for setting in settings:
         plan = plan_run(model, conditional=model.num_classes > 0,
                         **{k: v for k, v in setting.items() if v is not None})
-        images, seconds = _timed_sample(model, seeds, setting, batch_size)
+        images, seconds = timed_sample(model, seeds, setting, batch_size)
         rmse = (images - reference).pow(2).mean().sqrt().item()
         rows.append(dict({"budget": None, "schedule": None, "scale": None, "weak_budget": None}, **setting,
                          gflops_per_image=plan_gflops(model.config, plan), seconds_per_image=seconds,

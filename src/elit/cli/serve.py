@@ -1,0 +1,109 @@
+"""`elit serve`: an HTTP server for one or more models, with per-request budgets, deadline-aware budget
+choice under load, a web page at /, Prometheus metrics, and Ray Serve replicas for scale-out.
+
+    elit serve --model runs/fm/model                    # http://127.0.0.1:8000/
+    elit serve --model fm=runs/fm/model --api-key KEY --max-batch 32 --port 8080
+    elit serve --model runs/fm/model --ray --replicas 2
+
+It binds to 127.0.0.1 unless --host says otherwise. See docs/serving.md.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+from elit.errors import UserError
+
+HELP = "serve a model over HTTP: per-request budgets, deadline-aware budgets, web page, metrics"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", action="append", required=True,
+                        help="model folder, or NAME=DIR; repeat for several models (the first is the default)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", default=os.environ.get("ELIT_API_KEY"),
+                        help="require this key on /v1/* (Authorization: Bearer KEY); default $ELIT_API_KEY")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the worker")
+    parser.add_argument("--steps", type=int, default=40, help="default sampling steps of a request")
+    parser.add_argument("--min-steps", type=int, default=None,
+                        help="deadline requests may drop to this many steps once the lowest budget does not fit "
+                             "(default: half the request's steps)")
+    parser.add_argument("--headroom", type=float, default=0.15,
+                        help="fraction of a deadline kept free for prediction error and encoding")
+    parser.add_argument("--max-steps", type=int, default=100, help="cap on a request's steps")
+    parser.add_argument("--max-images", type=int, default=8, help="cap on images per request")
+    parser.add_argument("--max-batch", type=int, default=16, help="cap on images per forward call")
+    parser.add_argument("--max-queue", type=int, default=256, help="cap on images waiting (503 beyond)")
+    parser.add_argument("--max-body", type=int, default=8192, help="cap on a request body in bytes (413 beyond)")
+    parser.add_argument("--vae", default=None, help="AutoencoderKL decoding a latent model's samples")
+    parser.add_argument("--vae-subfolder", default=None)
+    parser.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (pip install 'elit[ray]')")
+    parser.add_argument("--replicas", type=int, default=1, help="with --ray: number of replicas")
+    parser.add_argument("--log-level", default="warning")
+
+
+def model_specs(specs: list[str]) -> list[tuple[str, str]]:
+    """[(name, folder)] from `DIR` or `NAME=DIR` arguments; names are unique."""
+    out = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        name, path = (name, path) if sep else (pathlib.Path(spec).name or "model", spec)
+        if name in [n for n, _ in out]:
+            raise UserError(f"two models are named {name!r}; give them names with NAME=DIR")
+        out.append((name, path))
+    return out
+
+
+def build_services(args, device: str) -> list:
+    """Load each model and calibrate its cost model (printed, so the log says what the server predicts)."""
+    import torch
+
+    from elit.hub import load_pretrained, read_config
+    from elit.serve.requests import Limits
+    from elit.serve.service import ModelService, class_names_of
+    limits = Limits(max_steps=args.max_steps, max_images=args.max_images, max_batch_images=args.max_batch,
+                    max_queue_images=args.max_queue, max_body_bytes=args.max_body)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    services = []
+    for name, path in model_specs(args.model):
+        _, meta = read_config(path)
+        model = load_pretrained(path, device=device, dtype=dtype)
+        decode = None
+        if args.vae:
+            from elit.vae import LatentDecoder, load_vae
+            decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=device))
+        elif model.config.backbone.in_channels not in (1, 3):
+            raise UserError(f"model {name} samples {model.config.backbone.in_channels}-channel latents; pass --vae")
+        min_steps = args.min_steps if args.min_steps is not None else max(1, args.steps // 2)
+        service = ModelService(name, model, limits=limits, default_steps=args.steps, min_steps=min_steps,
+                               headroom=args.headroom, class_names=class_names_of(meta, model.num_classes),
+                               decode=decode)
+        c = service.cost
+        print(f"elit serve: {name} ({path}) on {device}: budgets {service.budgets or ['full']}; cost model "
+              f"{1000 * c.alpha:.2f} ms per forward call + {1000 * c.beta:.3f} ms per GFLOP", flush=True)
+        services.append(service)
+    return services
+
+
+def run(args) -> int:
+    import torch
+    if args.replicas < 1:
+        raise UserError(f"--replicas must be >= 1, got {args.replicas}")
+    if args.replicas > 1 and not args.ray:
+        raise UserError("--replicas needs --ray (one process serves one replica)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.ray:
+        from elit.serve.ray_app import serve_with_ray
+        return serve_with_ray(args, device)
+    import uvicorn
+
+    from elit.serve.app import create_app
+    app = create_app(build_services(args, device), api_key=args.api_key)
+    print(f"elit serve: http://{args.host}:{args.port}/  (API: POST /v1/images, GET /v1/models, /metrics)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

@@ -1,0 +1,83 @@
+"""What a client may ask for (`POST /v1/images`), the caps that bound it, and errors that name the field.
+
+The JSON body is parsed by pydantic (types, unknown fields); the checks that depend on the model or
+on the server's caps (budget range, classes, steps, images, seeds) are made by `ModelService.make_job`.
+Every refusal is a `FieldError`: the app answers it with a 4xx JSON body
+{"error": {"field": ..., "message": ...}} and goes on serving.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
+
+from elit.errors import UserError
+
+
+class FieldError(UserError):
+    """A request field the server refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status = field, message, status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps no request can exceed: together they bound what the server ever allocates
+    (images per forward <= max_batch_images, images waiting <= max_queue_images)."""
+    max_steps: int = 100
+    max_images: int = 8            # per request
+    max_batch_images: int = 16     # per forward call
+    max_queue_images: int = 256    # waiting, all requests together
+    max_seed: int = 2**32 - 1      # a seed, and the last seed of a request
+    max_deadline_ms: float = 600_000.0
+    max_body_bytes: int = 8192
+
+    def __post_init__(self):
+        if self.max_images > self.max_batch_images:
+            raise UserError(f"max images per request ({self.max_images}) cannot exceed the batch cap "
+                            f"({self.max_batch_images})")
+        if min(self.max_steps, self.max_images, self.max_batch_images, self.max_queue_images, self.max_body_bytes) < 1:
+            raise UserError("every server cap must be at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ImageRequest(BaseModel):
+    """The JSON body of POST /v1/images. Give `budget` (latents per group, or "full") or
+    `deadline_ms` (the server picks the budget and steps), not both; neither means the full budget."""
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = None
+    label: Union[StrictInt, str, None] = None
+    prompt: str | None = None
+    seed: StrictInt = 0
+    num_images: StrictInt = 1
+    steps: StrictInt | None = None
+    sampler: Literal["euler", "heun"] = "euler"
+    guidance: Literal["none", "cfg", "ccfg", "ag"] = "none"
+    scale: float | None = None
+    weak_budget: StrictInt | None = None
+    budget: Union[StrictInt, Literal["full"], None] = None
+    deadline_ms: float | None = None
+    format: Literal["png", "json"] = "png"
+
+
+def parse_request(data) -> ImageRequest:
+    """A parsed body, or the FieldError of its first bad field."""
+    if not isinstance(data, dict):
+        raise FieldError("body", f"must be a JSON object, got {type(data).__name__}", 400)
+    try:
+        return ImageRequest.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = [str(p) for p in first["loc"] if not isinstance(p, int)]
+        # a union reports the member type it tried ("budget.int"): name the field only
+        field = loc[0] if loc else "body"
+        if first["type"] == "extra_forbidden":
+            return_fix = f"unknown field; known fields: {', '.join(ImageRequest.model_fields)}"
+            raise FieldError(field, return_fix) from None
+        raise FieldError(field, f"{first['msg']} (got {first.get('input')!r})") from None

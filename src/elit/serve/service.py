@@ -1,0 +1,148 @@
+"""One served model: its weights, its cost model, its scheduler (worker), and the translation of a
+request into a job. Images are made by the sampling code that exists (`plan_run` + `sample_batch`:
+per-seed noise, the same guidance and solvers as `elit sample`), never by a second sampler."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+from elit.errors import UserError
+from elit.serve.costmodel import CostModel, calibrate
+from elit.serve.requests import FieldError, ImageRequest, Limits
+from elit.serve.scheduler import Ladder, Option, Scheduler, Settings
+
+GUIDANCE_MODES = ("none", "cfg", "ccfg", "ag")
+
+
+def class_names_of(meta: dict, num_classes: int) -> list[str]:
+    """Class names for the picker: Fashion-MNIST's when the model was trained on it, else numbers."""
+    data = ((meta.get("training") or {}).get("config") or {}).get("data") or {}
+    if data.get("name") == "fmnist" and num_classes == 10:
+        from elit.data.fashion_mnist import CLASS_NAMES
+        return list(CLASS_NAMES)
+    return [str(i) for i in range(num_classes)]
+
+
+class ModelService:
+    """A model ready to serve. `cost` defaults to a calibration on this machine at construction."""
+
+    def __init__(self, name: str, model, *, limits: Limits = Limits(), default_steps: int = 40,
+                 min_steps: int | None = None, headroom: float = 0.15, class_names=None, cost: CostModel | None = None,
+                 decode=None, clock=None, calibration_sizes=None, on_batch=None):
+        if model.config.backbone.prediction != "velocity":
+            raise UserError(f"model {name} predicts {model.config.backbone.prediction!r}, not a rectified-flow "
+                            f"velocity; the server's samplers do not apply to it")
+        if not 1 <= default_steps <= limits.max_steps:
+            raise UserError(f"default steps {default_steps} must lie in 1..{limits.max_steps} (the steps cap)")
+        self.name, self.model, self.limits, self.decode = name, model, limits, decode
+        self.config = model.config
+        self.default_steps = default_steps
+        self.num_classes = model.num_classes
+        self.class_names = list(class_names or [str(i) for i in range(self.num_classes)])
+        self.budgets = list(model.budgets)
+        self.ladder = Ladder(self.config, min_steps)
+        self.calibration = []
+        if cost is None:
+            budgets = sorted({self.budgets[0], self.budgets[len(self.budgets) // 2], self.budgets[-1]}) \
+                if self.budgets else [None]
+            sizes = calibration_sizes or sorted({1, limits.max_batch_images})
+            cost, self.calibration = calibrate(model, budgets, sizes)
+        self.cost = cost
+        kwargs = {} if clock is None else {"clock": clock}
+        self.scheduler = Scheduler(cost, self.run_batch, max_batch_images=limits.max_batch_images,
+                                   max_queue_images=limits.max_queue_images, headroom=headroom,
+                                   on_batch=on_batch, **kwargs)
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+
+    # ------------------------------------------------------------------ requests -> jobs
+    def _label(self, label, seed: int) -> int | None:
+        if self.num_classes == 0:
+            if label is not None:
+                raise FieldError("label", "this model is unconditional; leave label out")
+            return None
+        if label is None:
+            return seed % self.num_classes     # as `elit sample`: seed % num_classes
+        if isinstance(label, str):
+            lowered = [n.lower() for n in self.class_names]
+            if label.lower() in lowered:
+                return lowered.index(label.lower())
+            if not label.strip().isdigit():
+                raise FieldError("label", f"unknown class {label!r}; classes: {', '.join(self.class_names)}")
+            label = int(label)
+        if not 0 <= label < self.num_classes:
+            raise FieldError("label", f"unknown class {label}; use 0..{self.num_classes - 1} or a class name")
+        return label
+
+    def make_job(self, req: ImageRequest):
+        """Check a parsed request against the model and the caps; the scheduler job, not yet queued."""
+        lim = self.limits
+        if req.prompt is not None:
+            raise FieldError("prompt", "this model is class-conditional and takes no text; give `label` instead")
+        if not 1 <= req.num_images <= lim.max_images:
+            raise FieldError("num_images", f"must lie in 1..{lim.max_images} (this server's cap), got {req.num_images}")
+        if req.seed < 0 or req.seed + req.num_images - 1 > lim.max_seed:
+            raise FieldError("seed", f"seeds must lie in 0..{lim.max_seed}; got {req.seed}"
+                             + (f" with {req.num_images} images" if req.num_images > 1 else ""))
+        steps = self.default_steps if req.steps is None else req.steps
+        if not 1 <= steps <= lim.max_steps:
+            raise FieldError("steps", f"must lie in 1..{lim.max_steps} (this server's cap), got {steps}")
+        if req.budget is not None and req.deadline_ms is not None:
+            raise FieldError("deadline_ms", "give either budget or deadline_ms, not both")
+        budget = None if req.budget in (None, "full") else req.budget
+        if budget is not None and budget not in self.budgets:
+            valid = f"{self.budgets[0]}..{self.budgets[-1]} or \"full\"" if self.budgets else "only \"full\" (a plain model)"
+            raise FieldError("budget", f"{budget} is out of range: this model takes {valid}; or give deadline_ms")
+        if req.deadline_ms is not None and not (math.isfinite(req.deadline_ms) and 0 < req.deadline_ms <= lim.max_deadline_ms):
+            raise FieldError("deadline_ms", f"must be a number in (0, {lim.max_deadline_ms:g}], got {req.deadline_ms}")
+        if req.scale is not None and not math.isfinite(req.scale):
+            raise FieldError("scale", f"must be a finite number (lambda, 0 = no guidance), got {req.scale}")
+        if req.weak_budget is not None and req.weak_budget not in self.budgets:
+            raise FieldError("weak_budget", f"{req.weak_budget} is not a budget of this model ({self.budgets})")
+        seeds = list(range(req.seed, req.seed + req.num_images))
+        labels = [self._label(req.label, s) for s in seeds]
+        labels = None if self.num_classes == 0 else labels
+        scale = req.scale if req.scale is not None or req.guidance == "none" else 1.0
+        settings = Settings(steps, req.sampler, req.guidance, scale, req.weak_budget)
+        try:
+            options = self.ladder.elastic(settings) if req.deadline_ms is not None else self.ladder.fixed(settings, budget)
+        except UserError as e:
+            field = "weak_budget" if "weak" in str(e) else "guidance"
+            raise FieldError(field, str(e)) from None
+        return self.scheduler.new_job(settings, seeds, labels, options, req.deadline_ms)
+
+    # ------------------------------------------------------------------ the worker's work
+    def run_batch(self, settings: Settings, option: Option, seeds, labels):
+        from elit.sampling import sample_batch
+        from elit.viz import to_uint8
+        images = sample_batch(self.model, seeds, labels, self.ladder.plan(settings, option))
+        return to_uint8(self.decode(images) if self.decode is not None else images)
+
+    # ------------------------------------------------------------------ what /v1/models says
+    def option(self, guidance: str, budget, steps: int | None = None) -> Option | None:
+        """How an unguided / guided (lambda = 1) request at `budget` runs, None if it cannot."""
+        settings = Settings(steps or self.default_steps, "euler", guidance, None if guidance == "none" else 1.0)
+        try:
+            return self.ladder.fixed(settings, budget)[0]
+        except UserError:
+            return None
+
+    def info(self) -> dict:
+        from elit.cost import analytic_gflops
+        modes = [g for g in GUIDANCE_MODES if self.num_classes > 0 or g in ("none", "ag")]
+        rows = []
+        for b in self.budgets or [None]:
+            options = {g: self.option(g, b) for g in modes}
+            rows.append({"budget": b, "gflops_per_forward": round(analytic_gflops(self.config, b), 4),
+                         "gflops_per_image": {g: o and round(o.cost.gflops_per_image, 4) for g, o in options.items()},
+                         "predicted_seconds": {g: o and self.cost.seconds(o.cost, 1) for g, o in options.items()}})
+        backbone = self.config.backbone
+        return {"name": self.name, "backbone": backbone.name, "elastic": bool(self.budgets),
+                "image_shape": list(self.model.sample_shape()), "budgets": rows,
+                "classes": [{"id": i, "name": n} for i, n in enumerate(self.class_names)],
+                "defaults": {"steps": self.default_steps, "min_steps": min(self.ladder.steps_ladder(self.default_steps)),
+                             "guidance": "none", "scale": 1.0,
+                             "weak_budget": self.budgets[0] if self.budgets else None, "budget": "full"},
+                "guidance_modes": modes,
+                "limits": self.limits.to_dict(), "cost_model": self.cost.to_dict(), "calibration": self.calibration,
+                "replica": self.replica}

@@ -1,0 +1,71 @@
+"""`torchrun --nproc_per_node=2 -m elit sample|eval` with two real gloo processes writes what one process
+writes: byte-identical PNGs, grid and .npz, and the same sweep rows."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from elit.cli import main
+from elit.data.fashion_mnist import DEFAULT_ROOT
+from elit.sampling.distributed import Shards
+from test_evaluate import tiny
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def torchrun(args, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    # "--": torchrun would read --num as an abbreviation of its own --numa-binding
+    proc = subprocess.run(TORCHRUN + ["-m", "elit", "--"] + args, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_batches_are_dealt_whole_and_in_turn():
+    seeds = list(range(11))                 # batches of 3: [0-2] [3-5] [6-8] [9-10]
+    assert Shards(0, 2).mine(seeds, None, 3) == ([0, 1, 2, 6, 7, 8], None)
+    assert Shards(1, 2).mine(seeds, [s * 10 for s in seeds], 3) == ([3, 4, 5, 9, 10], [30, 40, 50, 90, 100])
+    assert Shards(2, 3).mine(seeds, None, 3)[0] == [6, 7, 8]
+    assert Shards(3, 4).mine(seeds[:6], None, 3)[0] == []      # more ranks than batches: some get none
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    from elit.eval.metrics.compute import compute_reference
+    path = tmp_path_factory.mktemp("ref") / "fmnist-ref.npz"
+    compute_reference("fmnist-test", net="fmnist", out=str(path), num=200, progress=False)
+    return path
+
+
+def test_torchrun_sample_writes_the_files_one_process_writes(tmp_path):
+    model_dir, _ = tiny(tmp_path, "tiny")
+    common = ["sample", "--model", str(model_dir), "--seeds", "0-10", "--batch-size", "3", "--steps", "2",
+              "--budget", "2", "--guidance", "ccfg", "--scale", "0.5", "--grid", "--npz", "--device", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "one")]) == 0
+    torchrun(common + ["--out", str(tmp_path / "two")])
+    one = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert one == sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert len([n for n in one if n.endswith(".png")]) == 11 + 1
+    for name in one:
+        a, b = (tmp_path / "one" / name).read_bytes(), (tmp_path / "two" / name).read_bytes()
+        if name == "sampling.json":     # the record names its own --out
+            a, b = (json.loads(x) for x in (a, b))
+            a["options"].pop("out"), b["options"].pop("out")
+        assert a == b, name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]     # no staging folder left
+
+
+@pytest.mark.skipif(not os.path.isfile(f"{DEFAULT_ROOT}/t10k-images-idx3-ubyte.gz"),
+                    reason="apt-get install dataset-fashion-mnist")
+def test_torchrun_eval_sweep_gives_the_rows_one_process_gives(tmp_path, ref):
+    model_dir, _ = tiny(tmp_path, "tiny")
+    common = ["eval", "--model", f"e={model_dir}", "--budgets", "1,4", "--num", "20", "--steps", "2",
+              "--batch-size", "6", "--ref", str(ref), "--metrics", "fd_fmnist", "--no-progress"]
+    assert main(common + ["--json", str(tmp_path / "one.json")]) == 0
+    torchrun(common + ["--json", str(tmp_path / "two.json")])
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    for row in one + two:
+        row.pop("images_per_s")          # a timing
+    assert len(one) == 2 and one == two

@@ -1,0 +1,267 @@
+"""`elit serve`'s HTTP app on a tiny model: images equal `elit.sample`'s, batching does not change an image,
+every bad request is a 4xx naming its field (and the server goes on), caps hold, 503 with Retry-After,
+/v1/models, /metrics, and the `elit serve` command on a real socket."""
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="pip install 'elit[serve]'")
+from fastapi.testclient import TestClient  # noqa: E402
+
+import elit  # noqa: E402
+from elit.serve.app import create_app  # noqa: E402
+from elit.serve.costmodel import CostModel  # noqa: E402
+from elit.serve.requests import Limits  # noqa: E402
+from elit.serve.service import ModelService  # noqa: E402
+from elit.viz import to_uint8  # noqa: E402
+
+STEPS = 3
+KEY = "s3cret"
+
+
+def tiny_model():
+    model = elit.create_model("ELIT-DiT-S/4", input_size=32, in_channels=1, num_classes=10, patch_size=4,
+                              hidden_size=32, depth=3, num_heads=4, head_depth=1, tail_depth=1).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():   # random weights: a fresh model's zero output layers would draw flat images
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def service(model, **kw):
+    limits = kw.pop("limits", Limits(max_images=4, max_batch_images=8, max_queue_images=12, max_steps=10))
+    return ModelService("tiny", model, limits=limits, default_steps=STEPS, cost=CostModel(0.001, 0.01), **kw)
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    with TestClient(create_app([service(model)], api_key=KEY), headers={"X-API-Key": KEY}) as c:
+        yield c
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def expected(model, seeds, **kw):
+    return to_uint8(elit.sample(model, seeds, steps=STEPS, **kw))[..., 0]
+
+
+def test_an_image_is_what_elit_sample_draws_and_the_headers_say_how(client, model):
+    r = client.post("/v1/images", json={"seed": 7, "label": 2, "budget": 2, "guidance": "ccfg", "scale": 0.5})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert np.array_equal(pixels(r.content), expected(model, [7], labels=2, budget=2, guidance="ccfg", scale=0.5)[0])
+    h = r.headers
+    assert (h["x-elit-budget"], h["x-elit-steps"], h["x-elit-guidance"], h["x-elit-scale"], h["x-elit-weak-budget"],
+            h["x-elit-labels"]) == ("2", str(STEPS), "ccfg", "0.5", "1", "2")   # weak budget: the lowest
+    from elit.sampling import sampling_gflops
+    assert float(h["x-elit-gflops-per-image"]) == pytest.approx(
+        sampling_gflops(model.config, STEPS, 2, "ccfg", scale=0.5), abs=1e-3)
+    assert float(h["x-elit-queue-wait-ms"]) >= 0 and float(h["x-elit-compute-ms"]) > 0
+    # JSON with base64 PNGs, several images, a class by name
+    r = client.post("/v1/images", json={"seed": 3, "num_images": 2, "label": "3", "format": "json"})
+    body = r.json()
+    assert r.status_code == 200 and body["seeds"] == [3, 4] and body["labels"] == [3, 3]
+    got = np.stack([pixels(base64.b64decode(b)) for b in body["images"]])
+    assert np.array_equal(got, expected(model, [3, 4], labels=3))
+
+
+def test_batching_does_not_change_an_image(model):
+    """Four requests wait in the queue (worker paused), run as one batch, and each equals its solo image."""
+    svc = service(model)
+    app = create_app([svc], manage_workers=False)
+    with TestClient(app) as c:
+        solo = {}
+        for seed in (11, 12, 13, 14):
+            t = threading.Thread(target=lambda s=seed: solo.__setitem__(s, c.post("/v1/images", json={"seed": s})))
+            t.start()
+            while len(svc.scheduler.queue) < 1:
+                time.sleep(0.01)
+            svc.scheduler.step()
+            t.join()
+        batched = {}
+        threads = [threading.Thread(target=lambda s=seed: batched.__setitem__(s, c.post("/v1/images", json={"seed": s})))
+                   for seed in (11, 12, 13, 14)]
+        for t in threads:
+            t.start()
+        while len(svc.scheduler.queue) < 4:
+            time.sleep(0.01)
+        assert svc.scheduler.step()
+        for t in threads:
+            t.join()
+    for seed in (11, 12, 13, 14):
+        assert solo[seed].headers["x-elit-batch-images"] == "1" and batched[seed].headers["x-elit-batch-images"] == "4"
+        a, b = pixels(solo[seed].content).astype(int), pixels(batched[seed].content).astype(int)
+        # Per-seed noise: the same image. Batched matmuls may sum in another order, which can move a
+        # pixel that sits on a rounding boundary by one level, never more.
+        assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99
+    assert len({solo[s].content for s in solo}) == 4    # different seeds, different images
+
+
+BAD = [
+    ({"budget": 99}, 422, "budget"),
+    ({"budget": 0}, 422, "budget"),
+    ({"budget": "half"}, 422, "budget"),
+    ({"budget": 2, "deadline_ms": 100}, 422, "deadline_ms"),
+    ({"deadline_ms": -5}, 422, "deadline_ms"),
+    ({"steps": 11}, 422, "steps"),
+    ({"steps": 0}, 422, "steps"),
+    ({"seed": -1}, 422, "seed"),
+    ({"seed": 10**30}, 422, "seed"),
+    ({"seed": 2**32 - 1, "num_images": 2}, 422, "seed"),
+    ({"seed": "7"}, 422, "seed"),
+    ({"label": 10}, 422, "label"),
+    ({"label": "Sandal"}, 422, "label"),
+    ({"num_images": 5}, 422, "num_images"),
+    ({"num_images": 10**9}, 422, "num_images"),
+    ({"guidance": "pag"}, 422, "guidance"),
+    ({"guidance": "ag", "scale": 1, "budget": 1}, 422, "weak_budget"),
+    ({"weak_budget": 9, "guidance": "ccfg", "scale": 1}, 422, "weak_budget"),
+    ({"prompt": "a cat"}, 422, "prompt"),
+    ({"model": "other"}, 422, "model"),
+    ({"colour": "red"}, 422, "colour"),
+    ([1, 2], 400, "body"),
+]
+
+
+@pytest.mark.parametrize("body, status, field", BAD, ids=[str(b) for b, _, _ in BAD])
+def test_a_bad_request_is_a_4xx_naming_its_field(client, body, status, field):
+    r = client.post("/v1/images", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["field"] == field and r.json()["error"]["message"]
+
+
+def test_malformed_oversized_and_unauthorised_requests_then_the_server_still_serves(client, model):
+    for content in (b"{not json", b'{"seed": NaN}', b"\xff\xfe"):
+        r = client.post("/v1/images", content=content)
+        assert r.status_code == 400 and r.json()["error"]["field"] == "body"
+    big = b'{"seed": 1, "label": "' + b"x" * 9000 + b'"}'
+    r = client.post("/v1/images", content=big)
+    assert r.status_code == 413 and r.json()["error"]["field"] == "body"
+
+    def chunks():   # no Content-Length: the cap is enforced while reading
+        for _ in range(20):
+            yield b" " * 1000
+    r = client.post("/v1/images", content=chunks())
+    assert r.status_code == 413
+    for headers in ({"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"X-API-Key": ""}):
+        r = client.post("/v1/images", json={"seed": 1}, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["field"] == "api_key"
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert client.get("/v1/models", headers={"X-API-Key": "wrong"}).status_code == 401
+    r = client.post("/v1/images", json={"seed": 1}, headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200 and np.array_equal(pixels(r.content), expected(model, [1])[0])
+    assert client.get("/nowhere").json()["error"]["message"] == "Not Found"
+
+
+def test_caps_hold_and_work_out_of_reach_gets_503_with_retry_after(model):
+    svc = service(model, limits=Limits(max_images=4, max_batch_images=4, max_queue_images=6, max_steps=10))
+    with TestClient(create_app([svc], manage_workers=False)) as c:
+        threads = [threading.Thread(target=c.post, args=("/v1/images",), kwargs={"json": {"seed": s, "num_images": 3}})
+                   for s in (0, 10)]
+        for t in threads:
+            t.start()
+        while len(svc.scheduler.queue) < 2:
+            time.sleep(0.01)
+        r = c.post("/v1/images", json={"seed": 20})         # 6 images queued: the queue cap
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1 and "queue is full" in r.text
+        while svc.scheduler.step():
+            pass
+        for t in threads:
+            t.join()
+        r = c.post("/v1/images", json={"seed": 1, "deadline_ms": 0.001})
+        assert r.status_code == 503 and "deadline cannot be met" in r.json()["error"]["message"]
+
+        def step_when_queued():
+            while not svc.scheduler.queue:
+                time.sleep(0.01)
+            svc.scheduler.step()
+        stepper = threading.Thread(target=step_when_queued)
+        stepper.start()
+        r = c.post("/v1/images", json={"seed": 1, "deadline_ms": 60_000})
+        stepper.join()
+        assert r.status_code == 200     # refusals left nothing behind
+    # Two batches of 3 (never 6 in one forward: the batch cap is 4), then the last request.
+    assert [b["images"] for b in svc.scheduler.status()["recent"]] == [3, 3, 1]
+
+
+def test_models_status_health_and_metrics(client, model):
+    from elit.cost import analytic_gflops
+    info = client.get("/v1/models").json()["models"][0]
+    assert [row["budget"] for row in info["budgets"]] == model.budgets
+    assert all(row["gflops_per_forward"] == pytest.approx(analytic_gflops(model.config, row["budget"]), abs=1e-4)
+               for row in info["budgets"])
+    seconds = [row["predicted_seconds"]["none"] for row in info["budgets"]]
+    assert seconds == sorted(seconds) and seconds[0] < seconds[-1]      # cheaper budgets are predicted faster
+    assert len(info["classes"]) == 10 and info["defaults"]["steps"] == STEPS
+    assert info["limits"]["max_images"] == 4
+    client.post("/v1/images", json={"seed": 5, "deadline_ms": 60_000})
+    client.post("/v1/images", json={"budget": 99})
+    status = client.get("/v1/status").json()["models"]["tiny"]
+    assert status["queued_images"] == 0 and status["recent"][-1]["budget"] == model.budgets[-1]
+    assert client.get("/healthz").json()["status"] == "ok"
+    text = client.get("/metrics").text
+    for line in ('elit_requests_total{model="tiny",status="422"}', 'elit_requests_total{model="tiny",status="200"}',
+                 f'elit_chosen_budget_images_total{{budget="{model.budgets[-1]}",mode="deadline",model="tiny",steps="{STEPS}"}}',
+                 'elit_queue_depth_images{model="tiny"} 0.0', "elit_request_latency_seconds_bucket"):
+        assert line in text
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_elit_serve_command_answers_on_loopback(tmp_path, model):
+    import httpx
+    elit.save_pretrained(model, tmp_path / "tiny")
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "elit", "serve", "--model", str(tmp_path / "tiny"), "--port",
+                             str(port), "--steps", str(STEPS), "--threads", "1", "--max-batch", "4", "--max-images", "4"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+            assert proc.poll() is None, proc.stdout.read()
+        r = httpx.post(f"{url}/v1/images", json={"seed": 4, "budget": 1}, timeout=60)
+        assert r.status_code == 200 and np.array_equal(pixels(r.content), expected(model, [4], budget=1)[0])
+        assert "text/html" in httpx.get(url + "/").headers["content-type"]
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "cost model" in out and f"http://127.0.0.1:{port}/" in out
+
+
+def test_an_unconditional_model_refuses_labels_and_class_guidance():
+    model = elit.create_model("ELIT-DiT-S/4", input_size=32, in_channels=1, num_classes=0, patch_size=4,
+                              hidden_size=32, depth=3, num_heads=4, head_depth=1, tail_depth=1).eval()
+    with TestClient(create_app([service(model)])) as c:
+        assert c.get("/v1/models").json()["models"][0]["guidance_modes"] == ["none", "ag"]
+        for body, field in [({"label": 1}, "label"), ({"guidance": "cfg", "scale": 1}, "guidance")]:
+            r = c.post("/v1/images", json=body)
+            assert r.status_code == 422 and r.json()["error"]["field"] == field
+        r = c.post("/v1/images", json={"seed": 2, "guidance": "ag", "scale": 0.5, "budget": 4})
+        assert r.status_code == 200 and "x-elit-labels" not in r.headers
