@@ -26,15 +26,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (as every other user error), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="elit", description="Elastic-budget diffusion transformers (ELIT).")
+    parser = OneLineParser(prog="elit", description="Elastic-budget diffusion transformers (ELIT).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+# Commands whose speed on a busy CPU depends on the thread count (`elit train` sets it from system.threads).
+THREADED = ("sample", "eval", "fid", "ref", "plan", "extract-latents")
+
+
+def _auto_threads(name: str) -> None:
+    from elit._threads import set_threads
+    set_threads(0, announce=lambda text: print(f"elit {name}: {text} (OMP_NUM_THREADS)", file=sys.stderr))
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Only a real command line picks the thread count: a library call (tests, notebooks) keeps its own.
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         build_parser().print_help()
@@ -45,12 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(f"elit.cli.{module_name}")
-    parser = argparse.ArgumentParser(prog=f"elit {name}", description=module.__doc__.split("\n\n")[0].strip()
-                                     if module.__doc__ else help_text)
+    parser = OneLineParser(prog=f"elit {name}", description=module.__doc__.split("\n\n")[0].strip()
+                           if module.__doc__ else help_text)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit as e:   # --help (0) or a usage error (2, already printed): a status, not an exit
+        return int(e.code or 0)
     args.command = name
     from elit.errors import UserError
+    if from_command_line and name in THREADED:
+        _auto_threads(name)
     try:
         return int(module.run(args) or 0)
     except UserError as e:

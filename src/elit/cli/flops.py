@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from elit.cli._args import integer
 from elit.errors import UserError
 
 HELP = "GFLOPs per forward (and per sampling run) at each budget"
@@ -27,16 +28,18 @@ def resolve_model_config(name_or_dir: str):
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="preset name (e.g. ELIT-DiT-XL/2) or a model folder")
-    parser.add_argument("--input-size", type=int, default=None,
+    parser.add_argument("--input-size", type=integer(1), default=None,
                         help="latent height/width (32 = 256px, 64 = 512px with an 8x VAE); default: the model's")
     parser.add_argument("--budgets", default=None, help="comma-separated latents per group (default: all)")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per budget")
     parser.add_argument("--no-measure", action="store_true", help="analytic count only (skip FlopCounterMode)")
     sampling = parser.add_argument_group("cost of a sampling run (adds sample_gflops per row)")
-    sampling.add_argument("--steps", type=int, default=None)
-    sampling.add_argument("--sampler", default="euler", choices=["euler", "heun"])
-    sampling.add_argument("--guidance", default="none", help="none | cfg | ccfg | ag")
-    sampling.add_argument("--weak-budget", type=int, default=None)
+    sampling.add_argument("--steps", type=integer(1), default=None, help="ODE steps of the sampling run")
+    sampling.add_argument("--sampler", default="euler", choices=["euler", "heun"],
+                          help="ODE solver (Heun makes 2 model calls per step; default euler)")
+    sampling.add_argument("--guidance", default="none", help="none | cfg | ccfg | ag (default none)")
+    sampling.add_argument("--weak-budget", type=integer(1), default=None,
+                          help="ccfg / ag weak pass budget (default: the lowest)")
     sampling.add_argument("--schedule", default=None, help="per-step budget rule (see `elit sample --help`)")
 
 
