@@ -1,13 +1,14 @@
 import os
 import pathlib
 
-import pytest
-import torch
-
+# Before torch and numpy load. An explicit thread count: elit's automatic choice (from the load
+# average) would make subprocess tests depend on what else runs on the machine.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# An explicit thread count: elit's automatic choice (from the load average) would make subprocess
-# tests depend on what else runs on the machine.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 # Tiny test models gain nothing from threads, and two threads on a busy 2-core machine make
 # small forwards far slower; tests that need more set it themselves.
 torch.set_num_threads(1)

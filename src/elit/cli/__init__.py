@@ -41,13 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands whose speed on a busy CPU depends on the thread count (`elit train` sets it from system.threads).
-THREADED = ("sample", "eval", "fid", "ref", "plan", "extract-latents")
-
-
-def _auto_threads(name: str) -> None:
-    from elit._threads import set_threads
-    set_threads(0, announce=lambda text: print(f"elit {name}: {text} (OMP_NUM_THREADS)", file=sys.stderr))
+# Commands whose speed on a busy CPU depends on the thread count (`elit train`'s system.threads, when
+# set, overrides the automatic count for torch).
+THREADED = ("train", "sample", "eval", "fid", "ref", "plan", "extract-latents")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,22 +58,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"elit: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module_name, help_text = COMMANDS[name]
+    if from_command_line and name in THREADED and not set(argv[1:]) & {"-h", "--help"}:
+        from elit._threads import set_thread_environment   # before torch or numpy is imported
+        set_thread_environment(announce=lambda text: print(f"elit {name}: {text}", file=sys.stderr))
     module = importlib.import_module(f"elit.cli.{module_name}")
     parser = OneLineParser(prog=f"elit {name}", description=module.__doc__.split("\n\n")[0].strip()
                            if module.__doc__ else help_text)
     module.add_arguments(parser)
     try:
-        args = parser.parse_args(argv[1:])
+        # Intermixed: `elit train ... train.lr=1e-3 --max-steps 2 model.depth=3` is one command line.
+        args = parser.parse_intermixed_args(argv[1:])
     except SystemExit as e:   # --help (0) or a usage error (2, already printed): a status, not an exit
         return int(e.code or 0)
     args.command = name
     from elit.errors import UserError
-    if from_command_line and name in THREADED:
-        _auto_threads(name)
     try:
         return int(module.run(args) or 0)
-    except UserError as e:
-        print(f"elit {name}: error: {e}", file=sys.stderr)
+    except UserError as e:   # one line, whatever the message holds (a YAML error quotes the file)
+        print(f"elit {name}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"elit {name}: interrupted", file=sys.stderr)

@@ -67,7 +67,8 @@ def output_file(path, flag: str = "--out", suffix: str | None = None) -> pathlib
     """An output that is a file: not an existing folder, and with the suffix readers expect."""
     path = pathlib.Path(path)
     if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; give the name of the file to write (e.g. {path}/out{suffix or ''})")
+        example = f" (e.g. {path / ('out' + suffix)})" if suffix else ""
+        raise UserError(f"{flag} {path} is a folder; give the name of the file to write{example}")
     if suffix and path.suffix != suffix:
         raise UserError(f"{flag} {path} must end in {suffix} (other commands recognise the file by it)")
     return path

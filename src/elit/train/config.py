@@ -115,7 +115,7 @@ def read_yaml(name_or_file: str) -> dict:
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"config {name_or_file!r} is not valid YAML: {e}") from None
+        raise UserError(f"config {name_or_file!r} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
         raise UserError(f"config {name_or_file!r} must be a mapping with sections {TOP_LEVEL}")
     return raw

@@ -1,7 +1,7 @@
 """What an `elit train --out DIR` folder may hold, and reading its log back.
 
 A run folder holds config.yaml, log.jsonl, checkpoints/, samples/, model/ and tensorboard/ (plus
-hidden temporaries). Anything else means DIR belongs to someone else: training into it would
+hidden temporaries, and the main job's budget_grid.png). Anything else means DIR belongs to someone else: training into it would
 overwrite their config.yaml and append to their log, so it is refused before anything is written.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from elit._io import write_text
 from elit.errors import UserError
 from elit.train.checkpoint import list_checkpoints
 
-RUN_ENTRIES = ("config.yaml", "log.jsonl", "checkpoints", "samples", "model", "tensorboard")
+# budget_grid.png: what scripts/main_job.sh writes into its run folder after training.
+RUN_ENTRIES = ("config.yaml", "log.jsonl", "checkpoints", "samples", "model", "tensorboard", "budget_grid.png")
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -129,7 +129,8 @@ def count_images(source, num: int | None = None) -> int | None:
     elif isinstance(source, (str, os.PathLike)):
         s = os.fspath(source)
         if s in FMNIST_SOURCES:
-            total = 60000 if s == "fmnist-train" else 10000
+            from elit.data.fashion_mnist import load_fashion_mnist
+            total = len(load_fashion_mnist(s.split("-")[1])[1])   # parsed once per process, then cached
         elif Path(s).is_dir():
             total = len(_folder_files(Path(s)))
         elif Path(s).is_file() and s.endswith(".npz") and "arr_0" in npz_keys(s):
