@@ -89,10 +89,11 @@ def run_main_job(work, env) -> str:
     train = re.search(r"^elit train .*$", script, re.M).group(0)
     grid = re.search(r"<<'PY'\n(.*?)^PY$", script, re.S | re.M).group(1)
     env = {**env, "OUT": out, "THREADS": "1"}
-    for command in ([ "bash", "-c", f'{train} --max-steps 4 {" ".join(TINY_MODEL)}', "main_job"],
+    for command in (["bash", "-c", f'{train} --max-steps 4 {" ".join(TINY_MODEL)}', "main_job"],
                     [sys.executable, "-c", grid, out]):
         done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
+    assert "budget grid (5 budgets)" in done.stderr and "100/100" in done.stderr   # the grid has a progress bar
     return out
 
 

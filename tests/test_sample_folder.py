@@ -97,13 +97,17 @@ def test_grid_is_not_measured_by_fid(tmp_path, capsys):
 
 
 def test_grid_columns_are_classes(model_dir, tmp_path):
+    """Issue 19.7: with labels seed % 10, column k holds class k (rows of 10, not 8), headed by its name."""
+    from elit.viz import budget_grid
     out = tmp_path / "s"
     assert run_sample(model_dir, out, "--seeds", "0-24", "--grid") == 0
-    grid = np.asarray(Image.open(out / "grid.png"))
-    # 10 classes -> 10 columns; seeds 0-24 fill rows 0-9, 10-19 and half of 20-29: the last row's
-    # right half is blank canvas, the first row's is not.
-    cell = grid.shape[1] // 11
-    assert grid[-cell // 2:, -3 * cell:].min() == 255 and grid[cell:2 * cell, -3 * cell:].min() < 255
+    image = {s: torch.from_numpy(np.asarray(Image.open(out / f"{s:06d}.png"))).float()[None] / 127.5 - 1
+             for s in range(25)}
+    blank = torch.ones(1, 16, 16)
+    rows = [torch.stack([image.get(10 * r + c, blank) for c in range(10)]) for r in range(3)]
+    expected = budget_grid(rows, ["seeds 0-9", "seeds 10-19", "seeds 20-24"], tmp_path / "expected.png",
+                           column_labels=[f"class {k}" for k in range(10)])
+    assert np.array_equal(np.asarray(Image.open(out / "grid.png")), np.asarray(Image.open(expected)))
 
 
 def test_interrupted_run_resumes_without_leftovers(model_dir, tmp_path, capsys):
@@ -149,3 +153,13 @@ def test_nan_weights_and_nan_samples_are_refused(model_dir, tmp_path, capsys):
     assert main(["sample", "--model", str(tmp_path / "huge"), "--out", str(tmp_path / "b"), *MODEL_ARGS]) == 2
     assert "NaN/Inf samples" in capsys.readouterr().err
     assert not list((tmp_path / "b").glob("*.png"))
+
+
+def test_progress_counts_denoising_steps(model_dir, tmp_path, capsys):
+    """Issue 19.6: the bar moves per denoising step of every batch (2 batches x 3 steps here), not per
+    batch of images, and its final line is printed once."""
+    assert main(["sample", "--model", str(model_dir), "--out", str(tmp_path / "s"), "--seeds", "0-2",
+                 "--batch-size", "2", "--steps", "3", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert "sampling 3 images" in err and "6/6" in err and "step/s" in err
+    assert sum("100%" in line for line in err.splitlines()) == 1
