@@ -248,10 +248,11 @@ def build_world(root: pathlib.Path) -> None:
     (root / "foreign" / "notes.txt").write_text("someone's notes\n")
     shutil.copytree("tiny", "listconfig")
     (root / "listconfig" / "config.json").write_text("[1, 2, 3]\n")
-    wrong = tiny_model()
-    wrong.backbone.final_layer = torch.nn.Linear(3, 3)   # a weight the config does not have
-    elit.save_pretrained(wrong, "wrongshape")
-    shutil.copy(root / "tiny" / "config.json", root / "wrongshape" / "config.json")
+    from safetensors.torch import load_file, save_file
+    shutil.copytree("tiny", "wrongshape")   # one weight of another shape under its own name
+    state = load_file("wrongshape/model.safetensors")
+    state["backbone.x_embedder.proj.bias"] = torch.zeros(7)
+    save_file(state, "wrongshape/model.safetensors")
     broken = tiny_model()
     with torch.no_grad():
         next(broken.parameters()).view(-1)[0] = float("nan")

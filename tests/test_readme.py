@@ -186,3 +186,15 @@ def test_every_option_has_a_description():
         missing += [f"elit {name} {a.option_strings or a.dest}" for a in parser._actions
                     if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
     assert not missing
+
+
+def test_help_of_a_model_explains_forward():
+    """Issue 19.8: help(model) shows what x, t, y and budget are (shapes, t = 1 is noise)."""
+    import pydoc
+
+    import elit
+    text = pydoc.render_doc(elit.create_model("ELIT-DiT-S/2", hidden_size=32, depth=3, num_heads=2, head_depth=1,
+                                              tail_depth=1, in_channels=1, num_classes=10, input_size=16),
+                            renderer=pydoc.plaintext)
+    assert "forward(self, x:" in text
+    assert "x: (B, C, H, W)" in text and "t = 1 is pure noise" in text and "latents kept per group" in text

@@ -127,6 +127,9 @@ def test_interrupted_run_resumes_without_leftovers(model_dir, tmp_path, capsys):
     assert record["pending"] and written >= 4
     assert main(["fid", str(out), str(out), "--metric-net", "fmnist", "--quiet"]) == 2
     assert "unfinished elit sample run" in capsys.readouterr().err
+    stale = tmp_path / ".s.staging-k2j4"                              # what older versions left when killed
+    stale.mkdir()
+    (stale / "000000.png").write_bytes(b"half")
     assert main(cmd[3:]) == 0                                        # the same command
     assert f"{written} of 80 images already in" in capsys.readouterr().out
     assert pngs(out) == [f"{s:06d}.png" for s in range(80)]

@@ -2,7 +2,7 @@
 other metrics) against a reference, print the table, and optionally save the rows (resumable)
 and a quality-vs-GFLOPs plot.
 
-    elit eval --model runs/fm/model --ref fmnist-test --metrics fid,fd_fmnist --budgets 1,4,16 --json rows.json
+    elit eval --model runs/main-job/model --ref fmnist-test --metrics fid,fd_fmnist --budgets 1,4,16 --json rows.json
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 whole sampling run (steps x guidance passes).
 
     elit flops --model ELIT-DiT-XL/2 --budgets 1,4,16
-    elit flops --model runs/fm/model --steps 40 --guidance ccfg
+    elit flops --model runs/main-job/model --steps 40 --guidance ccfg
 """
 from __future__ import annotations
 
