@@ -95,13 +95,18 @@ def _iter_folder(folder: Path, batch_size: int, num: int | None) -> Iterator[np.
         yield np.stack(batch)
 
 
+def _npy_header(f) -> tuple:
+    """(shape, fortran_order, dtype) of the .npy stream `f`, leaving it at the data."""
+    version = np.lib.format.read_magic(f)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return reader(f)
+
+
 def _iter_npz_array(path: Path, key: str, batch_size: int, num: int | None) -> Iterator[np.ndarray]:
     """Read one array of an .npz in slices straight from the zip member, so a 50k-image ADM batch
     (10 GB at 256px) is never held in memory at once."""
     with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = reader(f)
+        shape, fortran, dtype = _npy_header(f)
         if fortran or dtype != np.uint8:
             raise UserError(f"{path}:{key} must be a C-ordered uint8 array, got dtype {dtype}")
         total = shape[0] if num is None else min(num, shape[0])
@@ -135,9 +140,7 @@ def count_images(source, num: int | None = None) -> int | None:
             total = len(_folder_files(Path(s)))
         elif Path(s).is_file() and s.endswith(".npz") and "arr_0" in npz_keys(s):
             with zipfile.ZipFile(s) as z, z.open("arr_0.npy") as f:
-                version = np.lib.format.read_magic(f)
-                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                total = header(f)[0][0]
+                total = _npy_header(f)[0][0]
     if total is None:
         return num
     return total if num is None else min(num, total)

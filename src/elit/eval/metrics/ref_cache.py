@@ -1,8 +1,8 @@
 """Reference statistics of the named datasets (fmnist-test, fmnist-train), computed once per
 (dataset, split, feature network, count) and kept in the user cache.
 
-The Inception statistics of Fashion-MNIST's 10,000 test images take 15-30 minutes on 2 CPU cores;
-every later `elit ref`, `elit fid` or `elit eval` against the same reference reads them back in
+The Inception statistics of Fashion-MNIST's 10,000 test images take about half an hour on a busy
+2-core CPU; every later `elit ref`, `elit fid` or `elit eval` against the same reference reads them back in
 milliseconds. The key covers the network's weights and preprocessing and the data files (path,
 size, time), so a changed network or dataset is computed afresh. Folders and .npz sources are
 never cached: their contents can change under the same name.
