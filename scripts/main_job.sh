@@ -12,18 +12,23 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/main-job}
 
 bash scripts/setup.sh
-# Threads: torch's default (all cores). On a machine shared with other busy processes, THREADS=1 is
-# often several times faster: each parallel region otherwise waits for a descheduled thread.
+# Threads: by default (system.threads=0) elit takes the cores the load average says are free; on a
+# machine shared with busy processes that is often one, several times faster than one per core.
+# THREADS=N forces N.
 elit train --config fmnist-elit-dit --out "$OUT" system.threads="${THREADS:-0}" "$@"
 
 python - "$OUT" <<'PY'
-import sys, pathlib
+import os, sys, pathlib
 import elit
+from elit._threads import set_threads
+from elit.hub import read_class_names
 from elit.train.samples import write_budget_grid
 
 out = pathlib.Path(sys.argv[1])
+set_threads(int(os.environ.get("THREADS") or 0), announce=print)
 model = elit.load_pretrained(out / "model")       # the EMA weights that `elit train` exported
-grid = write_budget_grid(model, out / "budget_grid.png", budgets=[1, 2, 4, 8, 16], steps=20, per_row=10)
-print(f"budget grid (rows: latents per group J~ with analytic GFLOPs per image per forward, "
-      f"columns: one per class, seeds 0-9, 20 Euler steps): {grid.resolve()}")
+grid = write_budget_grid(model, out / "budget_grid.png", budgets=[1, 2, 4, 8, 16], steps=20, per_row=10,
+                         class_names=read_class_names(out / "model"), progress=True)
+print(f"budget grid (rows: budget = latents kept per group, with analytic GFLOPs per image per forward; "
+      f"columns: the 10 classes, seeds 0-9, 20 Euler steps): {grid.resolve()}")
 PY

@@ -74,7 +74,7 @@ def test_eval_cli_bad_input(tmp_path, ref, capsys):
     elit_dir, _ = tiny(tmp_path, "elit")
     base = ["eval", "--model", str(elit_dir), "--ref", str(ref), "--metrics", "fd_fmnist", "--no-progress"]
     assert main(base + ["--num", "1"]) == 2
-    assert "at least 2" in capsys.readouterr().err
+    assert "--num: must be >= 2 (a covariance needs two samples" in capsys.readouterr().err
     assert main(base + ["--guidance", "best"]) == 2
     assert "unknown guidance" in capsys.readouterr().err
     assert main(base + ["--budgets", "9"]) == 2

@@ -71,8 +71,21 @@ def load_pretrained(path, device="cpu", dtype: torch.dtype | None = None) -> ELI
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
              if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if missing or unexpected or wrong:
-        raise UserError(f"weights in {path} do not match its config: missing {missing[:8]}, unexpected "
-                        f"{unexpected[:8]}, wrong shapes {wrong[:8]}")
+        found = [f"{what} {names[:8]}" for what, names in (("missing", missing), ("unexpected", unexpected),
+                                                            ("wrong shapes (file vs config)", wrong)) if names]
+        raise UserError(f"weights in {path} do not match its config: {'; '.join(found)}; the folder was edited "
+                        f"by hand or mixed from two models: re-export it (elit train / elit convert)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:   # a diverged training run: every sample would be NaN, i.e. a black image
+        raise UserError(f"the weights in {path} hold NaN/Inf ({len(bad)} tensors, e.g. {', '.join(bad[:3])}): the "
+                        f"training that wrote them diverged; retrain (e.g. with a lower train.lr) or use an "
+                        f"earlier checkpoint")
     model.load_state_dict(state, assign=True)
     model = model.to(device=device, dtype=dtype) if dtype else model.to(device)
     return model.eval()
+
+
+def read_class_names(path) -> list[str] | None:
+    """The class names `elit train` stored with the model (None if it did not, e.g. converted models)."""
+    names = read_config(path)[1].get("class_names")
+    return list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None

@@ -78,13 +78,14 @@ def read_frames(path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-def clip_grid(rows: list[torch.Tensor], row_labels: list[str], path, fps: float = 4.0) -> list[pathlib.Path]:
+def clip_grid(rows: list[torch.Tensor], row_labels: list[str], path, fps: float = 4.0,
+              column_labels: list[str] | None = None) -> list[pathlib.Path]:
     """Rows of clips (each (n, C, T, H, W)): a PNG of filmstrips at `path` and, beside it, an animated
     GIF (same name, .gif) whose frame k shows frame k of every clip in the same layout."""
     path = pathlib.Path(path)
-    png = save_png_atomic(render_grid([filmstrips(r) for r in rows], row_labels), path)
+    png = save_png_atomic(render_grid([filmstrips(r) for r in rows], row_labels, column_labels=column_labels), path)
     T = rows[0].shape[2]
-    frames = [render_grid([r[:, :, k] for r in rows], row_labels) for k in range(T)]
+    frames = [render_grid([r[:, :, k] for r in rows], row_labels, column_labels=column_labels) for k in range(T)]
     gif = path.with_suffix(".gif")
     with atomic_write(gif) as f:
         frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)

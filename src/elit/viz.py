@@ -36,8 +36,9 @@ def save_png_atomic(image: Image.Image, path) -> pathlib.Path:
 
 
 def render_grid(rows: list[torch.Tensor], row_labels: list[str], pad: int = 2,
-                min_size: int = 64) -> Image.Image:
-    """One image: row r shows `rows[r]` (n, C, H, W) in [-1, 1] with `row_labels[r]` on its left.
+                min_size: int = 64, column_labels: list[str] | None = None) -> Image.Image:
+    """One image: row r shows `rows[r]` (n, C, H, W) in [-1, 1] with `row_labels[r]` on its left,
+    and `column_labels` (e.g. class names) above the columns when given.
 
     Rows may hold different numbers of images (shorter rows are left-aligned). Grayscale stays
     grayscale unless a row is RGB.
@@ -50,21 +51,33 @@ def render_grid(rows: list[torch.Tensor], row_labels: list[str], pad: int = 2,
     h, w = arrays[0].shape[1:3]
     if any(a.shape[1:3] != (h, w) for a in arrays):
         raise UserError("all images in a grid must have the same height and width")
+    cols = max(len(a) for a in arrays)
+    if column_labels is not None and len(column_labels) < cols:
+        raise UserError(f"{cols} columns but {len(column_labels)} column labels")
     rgb = any(a.shape[-1] == 3 for a in arrays)
-    zoom = max(1, -(-min_size // h))  # ceil: upscale tiny images to at least min_size pixels
-    cell_h, cell_w = h * zoom, w * zoom
     font = ImageFont.load_default()
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
-    label_w = max(probe.textbbox((0, 0), s, font=font)[2] for s in row_labels) + 2 * pad + 4
-    cols = max(len(a) for a in arrays)
+
+    def text_size(s):
+        box = probe.textbbox((0, 0), s, font=font)
+        return box[2] - box[0], box[3] - box[1]
+    headers = list(column_labels or [])[:cols]
+    widest = max((text_size(s)[0] for s in headers), default=0) + 2 * pad
+    zoom = max(1, -(-min_size // h), -(-widest // w))  # ceil: upscale tiny images; fit the headers
+    cell_h, cell_w = h * zoom, w * zoom
+    label_w = max(text_size(s)[0] for s in row_labels) + 2 * pad + 4
+    head_h = max((text_size(s)[1] for s in headers), default=0) + 2 * pad + 2 if headers else 0
     mode, white = ("RGB", (255, 255, 255)) if rgb else ("L", 255)
-    canvas = Image.new(mode, (label_w + cols * (cell_w + pad) + pad, len(rows) * (cell_h + pad) + pad), white)
+    black = (0, 0, 0) if rgb else 0
+    canvas = Image.new(mode, (label_w + cols * (cell_w + pad) + pad, head_h + len(rows) * (cell_h + pad) + pad), white)
     draw = ImageDraw.Draw(canvas)
+    for c, header in enumerate(headers):
+        left = label_w + c * (cell_w + pad) + (cell_w - text_size(header)[0]) // 2
+        draw.text((left, pad), header, font=font, fill=black)
     for r, (arr, label) in enumerate(zip(arrays, row_labels)):
-        top = pad + r * (cell_h + pad)
+        top = head_h + pad + r * (cell_h + pad)
         box = draw.textbbox((0, 0), label, font=font)
-        draw.text((pad, top + (cell_h - (box[3] - box[1])) // 2 - box[1]), label, font=font,
-                  fill=(0, 0, 0) if rgb else 0)
+        draw.text((pad, top + (cell_h - (box[3] - box[1])) // 2 - box[1]), label, font=font, fill=black)
         for c, img in enumerate(arr):
             tile = to_pil(img).convert(mode).resize((cell_w, cell_h), Image.NEAREST)
             canvas.paste(tile, (label_w + c * (cell_w + pad), top))

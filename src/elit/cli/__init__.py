@@ -27,15 +27,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (as every other user error), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="elit", description="Elastic-budget diffusion transformers (ELIT).")
+    parser = OneLineParser(prog="elit", description="Elastic-budget diffusion transformers (ELIT).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+# Commands whose speed on a busy CPU depends on the thread count (`elit train`'s system.threads, when
+# set, overrides the automatic count for torch).
+THREADED = ("train", "sample", "eval", "fid", "ref", "plan", "extract-latents")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Only a real command line picks the thread count: a library call (tests, notebooks) keeps its own.
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         build_parser().print_help()
@@ -45,17 +59,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"elit: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module_name, help_text = COMMANDS[name]
+    if from_command_line and name in THREADED and not set(argv[1:]) & {"-h", "--help"}:
+        from elit._threads import set_thread_environment   # before torch or numpy is imported
+        set_thread_environment(announce=lambda text: print(f"elit {name}: {text}", file=sys.stderr))
     module = importlib.import_module(f"elit.cli.{module_name}")
-    parser = argparse.ArgumentParser(prog=f"elit {name}", description=module.__doc__.split("\n\n")[0].strip()
-                                     if module.__doc__ else help_text)
+    parser = OneLineParser(prog=f"elit {name}", description=module.__doc__.split("\n\n")[0].strip()
+                           if module.__doc__ else help_text)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    try:
+        # Intermixed: `elit train ... train.lr=1e-3 --max-steps 2 model.depth=3` is one command line.
+        args = parser.parse_intermixed_args(argv[1:])
+    except SystemExit as e:   # --help (0) or a usage error (2, already printed): a status, not an exit
+        return int(e.code or 0)
     args.command = name
     from elit.errors import UserError
     try:
         return int(module.run(args) or 0)
-    except UserError as e:
-        print(f"elit {name}: error: {e}", file=sys.stderr)
+    except UserError as e:   # one line, whatever the message holds (a YAML error quotes the file)
+        print(f"elit {name}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"elit {name}: interrupted", file=sys.stderr)

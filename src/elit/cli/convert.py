@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 
+from elit.cli._args import integer
 from elit.errors import UserError
 
 SOURCES = ("authors-elit", "authors-sit", "dit", "uvit")
@@ -26,7 +27,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--preset", help="a published reference configuration, e.g. ELIT-SiT-XL/2, "
                                         "ELIT-SiT-XL/2-multibudget@512, SiT-XL/2, DiT-XL/2@512, U-ViT-H/2")
     parser.add_argument("--out", help="output folder (elit save_pretrained format)")
-    parser.add_argument("--min-budget", type=int, default=None,
+    parser.add_argument("--min-budget", type=integer(1), default=None,
                         help="smallest budget the converted model accepts (default: the smallest trained one)")
     parser.add_argument("--list-presets", action="store_true", help="print the preset names and exit")
 
@@ -60,11 +61,13 @@ def run(args) -> int:
     if (args.config is None) == (args.preset is None):
         raise UserError("give one of --config FILE or --preset NAME")
     out = pathlib.Path(args.out)
-    check_out(out)
-    model = convert_checkpoint(args.source, args.weights, config=args.config, preset=args.preset,
-                               min_budget=args.min_budget)
-    from elit.hub import save_pretrained
-    save_pretrained(model, out, extra={"converted_from": model.conversion})
+    from elit._lock import exclusive_output
+    with exclusive_output(out, "elit convert"):
+        check_out(out)
+        model = convert_checkpoint(args.source, args.weights, config=args.config, preset=args.preset,
+                                   min_budget=args.min_budget)
+        from elit.hub import save_pretrained
+        save_pretrained(model, out, extra={"converted_from": model.conversion})
     head, core, tail = model.layout()
     print(f"converted {args.weights} ({args.source}) -> {out}")
     print(f"  layout head/core/tail = {len(head)}/{len(core)}/{len(tail)}; budgets: {model.budgets or 'none'}")

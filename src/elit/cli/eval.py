@@ -2,12 +2,15 @@
 other metrics) against a reference, print the table, and optionally save the rows (resumable)
 and a quality-vs-GFLOPs plot.
 
-    elit eval --model runs/fm/model --ref fmnist-test --metrics fid,fd_fmnist --budgets 1,4,16 --json rows.json
+    elit eval --model runs/main-job/model --ref fmnist-test --metrics fid,fd_fmnist --budgets 1,4,16 --json rows.json
 """
 from __future__ import annotations
 
+import contextlib
 import pathlib
 
+from elit._lock import exclusive_output
+from elit.cli._args import integer, output_file, resolve_device
 from elit.errors import UserError
 
 HELP = "budget sweep: generate and measure quality vs GFLOPs"
@@ -20,22 +23,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--guidance", default="none", help="comma-separated: none,cfg,ccfg,ag")
     parser.add_argument("--scales", "--scale", dest="scales", default="1.0",
                         help="comma-separated guidance scales lambda (0 = none; w = 1 + lambda)")
-    parser.add_argument("--weak-budget", type=int, default=None, help="weak pass budget (default: the lowest)")
-    parser.add_argument("--num", type=int, default=2000, help="samples per row (FID needs thousands)")
+    parser.add_argument("--weak-budget", type=integer(1), default=None, help="weak pass budget (default: the lowest)")
+    parser.add_argument("--num", type=integer(2, "a covariance needs two samples; FID needs thousands"), default=2000, help="samples per row (FID needs thousands)")
     parser.add_argument("--ref", action="append", required=True,
                         help="reference: stats .npz, image folder, ADM .npz or fmnist-test; NET=REF per network; "
                              "video models: moving-fmnist-test or an .npz of clips")
     parser.add_argument("--metrics", default="fid", help="comma-separated: fid,fdd,fd_fmnist,is,precision,recall,kid; "
                         "video models add fd_fmnist_clip,class_consistency,label_accuracy,fvd (frame metrics "
                         "are measured per frame)")
-    parser.add_argument("--ref-num", type=int, default=2000, help="video models: reference clips to measure")
+    parser.add_argument("--ref-num", type=integer(2), default=2000, help="video models: reference clips to measure")
     parser.add_argument("--i3d-weights", default=None, help="video models, fvd: the I3D TorchScript "
                         "(i3d_torchscript.pt, as StyleGAN-V's FVD uses)")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--sampler", default="euler", choices=["euler", "heun"])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed-start", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=integer(1), default=40, help="ODE steps per sample (default 40)")
+    parser.add_argument("--sampler", default="euler", choices=["euler", "heun"],
+                        help="ODE solver (Heun makes 2 model calls per step; default euler)")
+    parser.add_argument("--batch-size", type=integer(1), default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--seed-start", type=integer(0), default=0,
+                        help="row i uses seeds seed-start .. seed-start + num - 1 (default 0)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--json", default=None, help="write (and resume from) the rows as JSON")
     parser.add_argument("--plot", default=None, help="write a quality-vs-GFLOPs plot (PNG)")
     parser.add_argument("--plot-metric", default=None, help="metric on the plot's y axis (default: the first)")
@@ -43,8 +48,9 @@ def add_arguments(parser) -> None:
                         help="matrix square root of the Frechet distance: scipy sqrtm (the pytorch-fid/ADM "
                              "recipe) or a symmetric eigendecomposition (same value, faster)")
     parser.add_argument("--vae", default=None, help="AutoencoderKL that decodes latent-space models' samples")
-    parser.add_argument("--vae-subfolder", default=None)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--vae-subfolder", default=None,
+                        help="subfolder of --vae that holds the VAE (e.g. 'vae' for a whole pipeline)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _parse_list(text: str, cast, what: str) -> list:
@@ -60,14 +66,15 @@ def run(args) -> int:
     from elit.hub import load_pretrained
     from elit.sampling.distributed import Shards
 
-    if args.num < 2:
-        raise UserError("--num must be at least 2 (a covariance needs two samples; FID needs thousands)")
     shards = Shards.from_env(args.device)   # under torchrun: rank 0 measures, every rank generates
-    args.device = shards.device or args.device
+    device = shards.device or resolve_device(args.device)
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path and shards.is_main:
+            output_file(path, flag)
     models = {}
     for spec in args.model:
         label, _, path = spec.rpartition("=") if "=" in spec else (None, None, spec)
-        models[label or pathlib.Path(path).name] = load_pretrained(path, device=args.device)
+        models[label or pathlib.Path(path).name] = load_pretrained(path, device=device)
     guidances = _parse_list(args.guidance, str, "guidance")
     bad = [g for g in guidances if g not in ("none", "cfg", "ccfg", "ag")]
     if bad:
@@ -95,13 +102,14 @@ def run(args) -> int:
     decode = None
     if args.vae:
         from elit.vae import LatentDecoder, load_vae
-        decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=args.device))
-    if args.ref_num < 2:
-        raise UserError("--ref-num must be at least 2")
-    rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
-                     ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
-                     seed_start=args.seed_start, fd_method=args.fd_method, decode=decode, ref_num=args.ref_num,
-                     i3d_weights=args.i3d_weights, shards=shards)
+        decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=device))
+    with contextlib.ExitStack() as stack:   # one sweep per rows file (it is resumed and rewritten)
+        if args.json and shards.is_main:
+            stack.enter_context(exclusive_output(args.json, "elit eval"))
+        rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
+                         ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
+                         seed_start=args.seed_start, fd_method=args.fd_method, decode=decode, ref_num=args.ref_num,
+                         i3d_weights=args.i3d_weights, shards=shards)
     if not shards.is_main:
         return 0
     print(format_table(rows, metrics))

@@ -18,10 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from elit._lock import exclusive_output
+from elit.cli._args import integer, output_folder, resolve_device
 from elit.data.image_folder import ImageFolder
 from elit.data.latents import LatentShardWriter
 from elit.data.seeding import derive_seed
-from elit.errors import UserError
 from elit.vae import load_vae
 
 HELP = "encode an image folder to VAE latent shards"
@@ -34,24 +35,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae-subfolder", default=None, help="e.g. 'vae' for a full pipeline repo")
     parser.add_argument("--data", required=True, help="image folder (one sub-folder per class, or flat)")
     parser.add_argument("--out", required=True, help="output folder (new, empty, or an unfinished extraction)")
-    parser.add_argument("--image-size", type=int, default=256, help="ADM centre crop size (default 256)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shard-size", type=int, default=4096, help="latents per shard file")
+    parser.add_argument("--image-size", type=integer(8), default=256, help="ADM centre crop size (default 256)")
+    parser.add_argument("--batch-size", type=integer(1), default=32, help="images per VAE forward (default 32)")
+    parser.add_argument("--shard-size", type=integer(1), default=4096, help="latents per shard file")
     parser.add_argument("--sample", action="store_true",
                         help="store one sample of the latent distribution (seeded per image) instead of "
                              "its mean. DiT draws a fresh sample every step; once frozen to disk a single "
                              "sample adds no augmentation, so the default is the deterministic mean")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --sample (image i uses (seed, i))")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--seed", type=integer(0), default=0, help="seed for --sample (image i uses (seed, i))")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="VAE compute dtype")
     parser.add_argument("--save-dtype", choices=["float16", "float32"], default="float16",
                         help="storage dtype (float16 halves the disk size; default)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for image decoding")
+    parser.add_argument("--num-workers", type=integer(0), default=0, help="DataLoader workers for image decoding")
     video = parser.add_argument_group("video (--video: a folder of videos, AutoencoderKLCogVideoX)")
     video.add_argument("--video", action="store_true", help="encode clips of a video folder with a 3-D VAE")
-    video.add_argument("--frames", type=int, default=9, help="frames per clip (CogVideoX: 4k + 1, e.g. 9 -> 3 "
+    video.add_argument("--frames", type=integer(1), default=9, help="frames per clip (CogVideoX: 4k + 1, e.g. 9 -> 3 "
                        "latent frames)")
-    video.add_argument("--stride", type=int, default=1, help="take every stride-th frame")
+    video.add_argument("--stride", type=integer(1), default=1, help="take every stride-th frame")
 
 
 def _settings(args, data) -> dict:
@@ -71,8 +72,13 @@ def _settings(args, data) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size <= 0:
-        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    out = output_folder(args.out)
+    device = resolve_device(args.device)
+    with exclusive_output(out, "elit extract-latents"):
+        return _extract(args, device)
+
+
+def _extract(args: argparse.Namespace, device: torch.device) -> int:
     if args.video:
         from elit.data.video_folder import VideoFolder
         data = VideoFolder(args.data, frames=args.frames, size=args.image_size, stride=args.stride)
@@ -81,8 +87,6 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args, data)
     writer = LatentShardWriter(args.out, settings, args.shard_size)  # refuses a foreign --out up front
     start = writer.num_done
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
     dtype = DTYPES[args.dtype]
     vae = load_vae(args.vae, args.vae_subfolder, dtype, kind="video" if args.video else "image").to(device)
     scale = float(vae.config.scaling_factor)

@@ -2,13 +2,14 @@
 whole sampling run (steps x guidance passes).
 
     elit flops --model ELIT-DiT-XL/2 --budgets 1,4,16
-    elit flops --model runs/fm/model --steps 40 --guidance ccfg
+    elit flops --model runs/main-job/model --steps 40 --guidance ccfg
 """
 from __future__ import annotations
 
 import json
 import pathlib
 
+from elit.cli._args import integer
 from elit.errors import UserError
 
 HELP = "GFLOPs per forward (and per sampling run) at each budget"
@@ -17,26 +18,29 @@ HELP = "GFLOPs per forward (and per sampling run) at each budget"
 def resolve_model_config(name_or_dir: str):
     """A preset name (`elit.list_models()`) or a model folder written by save_pretrained."""
     from elit.model import MODEL_PRESETS, preset_config
+    from elit.model.presets import suggest
     if name_or_dir in MODEL_PRESETS:
         return preset_config(name_or_dir)
     if pathlib.Path(name_or_dir).is_dir():
         from elit.hub import read_config
         return read_config(name_or_dir)[0]
-    raise UserError(f"{name_or_dir!r} is neither a model preset ({', '.join(MODEL_PRESETS)}) nor a model folder")
+    raise UserError(f"{name_or_dir!r} is neither a model preset nor a model folder; {suggest(name_or_dir)}")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="preset name (e.g. ELIT-DiT-XL/2) or a model folder")
-    parser.add_argument("--input-size", type=int, default=None,
+    parser.add_argument("--input-size", type=integer(1), default=None,
                         help="latent height/width (32 = 256px, 64 = 512px with an 8x VAE); default: the model's")
     parser.add_argument("--budgets", default=None, help="comma-separated latents per group (default: all)")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per budget")
     parser.add_argument("--no-measure", action="store_true", help="analytic count only (skip FlopCounterMode)")
     sampling = parser.add_argument_group("cost of a sampling run (adds sample_gflops per row)")
-    sampling.add_argument("--steps", type=int, default=None)
-    sampling.add_argument("--sampler", default="euler", choices=["euler", "heun"])
-    sampling.add_argument("--guidance", default="none", help="none | cfg | ccfg | ag")
-    sampling.add_argument("--weak-budget", type=int, default=None)
+    sampling.add_argument("--steps", type=integer(1), default=None, help="ODE steps of the sampling run")
+    sampling.add_argument("--sampler", default="euler", choices=["euler", "heun"],
+                          help="ODE solver (Heun makes 2 model calls per step; default euler)")
+    sampling.add_argument("--guidance", default="none", help="none | cfg | ccfg | ag (default none)")
+    sampling.add_argument("--weak-budget", type=integer(1), default=None,
+                          help="ccfg / ag weak pass budget (default: the lowest)")
     sampling.add_argument("--schedule", default=None, help="per-step budget rule (see `elit sample --help`)")
 
 

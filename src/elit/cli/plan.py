@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from elit._io import write_json
+from elit.cli._args import integer, number, resolve_device
 from elit.errors import UserError
 
 HELP = "choose steps/budget/guidance for a target cost"
@@ -16,21 +17,21 @@ HELP = "choose steps/budget/guidance for a target cost"
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="model folder (config.json + model.safetensors)")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-gflops", type=float, help="GFLOPs per image for the whole sampling run")
-    target.add_argument("--target-seconds", type=float, help="seconds per image, measured on this machine")
+    target.add_argument("--target-gflops", type=number(above=0), help="GFLOPs per image for the whole sampling run")
+    target.add_argument("--target-seconds", type=number(above=0), help="seconds per image, measured on this machine")
     parser.add_argument("--table", default=None, help="measured table (JSON list of rows); default: build a "
                                                       "proxy table by sampling the model")
-    parser.add_argument("--scale", type=float, default=None, help="proxy table: compare cfg / ccfg at this lambda")
+    parser.add_argument("--scale", type=number(low=0), default=None,
+                        help="proxy table: compare cfg / ccfg at this lambda")
     parser.add_argument("--seeds", default="0-7", help="proxy table: seeds to sample")
-    parser.add_argument("--reference-steps", type=int, default=50, help="proxy table: Heun steps of the reference")
+    parser.add_argument("--reference-steps", type=integer(1), default=50,
+                        help="proxy table: Heun steps of the reference")
     parser.add_argument("--save-table", default=None, help="write the table used to this JSON file")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     parser.add_argument("--json", action="store_true", help="print the choice as JSON")
 
 
 def run(args) -> int:
-    import torch
-
     from elit.hub import load_pretrained, read_config
     from elit.sampling.planner import PROXY_METRIC, build_table, choose, command_for, describe, load_table
     config, _ = read_config(args.model)  # refuses a folder that is not an elit model
@@ -39,10 +40,7 @@ def run(args) -> int:
     if args.table:
         rows = load_table(args.table)
     else:
-        if args.reference_steps < 1:
-            raise UserError(f"--reference-steps must be >= 1, got {args.reference_steps}")
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = load_pretrained(args.model, device=device)
+        model = load_pretrained(args.model, device=resolve_device(args.device))
         print(f"elit plan: no --table; building a proxy table ({PROXY_METRIC}, NOT FID) from seeds {args.seeds}")
         rows = build_table(model, args.seeds, scale=args.scale, reference_steps=args.reference_steps)
     if args.save_table:

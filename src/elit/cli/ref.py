@@ -1,7 +1,11 @@
 """`elit ref`: feature statistics (mean, covariance) of a reference image set, saved as an .npz that
 `elit fid` and `elit eval` take as their reference.
 
-    elit ref --data fmnist-test --out ref.npz [--num N] [--metric-net inception|dinov2|fmnist]
+    elit ref --data fmnist-test --out runs/fmnist-test-inception.npz [--num N] [--metric-net inception|dinov2|fmnist]
+
+fmnist-test and fmnist-train are computed once per feature network and count and then read from the
+user cache (~/.cache/elit/references): the Inception pass over the 10,000 test images took about half
+an hour on a busy 2-core CPU (500 images in 97 s); reading the cached result takes a second.
 """
 from __future__ import annotations
 
@@ -19,8 +23,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from elit._lock import exclusive_output
+    from elit.cli._args import output_file
     from elit.eval.metrics.compute import compute_reference
-    st = compute_reference(args.data, args.metric_net, args.out, num=args.num, keep_features=args.keep_features,
-                           batch_size=args.batch_size, progress=not args.quiet, extractor=extractor(args))
+    out = output_file(args.out, suffix=".npz")   # before the minutes of feature extraction
+    with exclusive_output(out, "elit ref"):
+        st = compute_reference(args.data, args.metric_net, out, num=args.num, keep_features=args.keep_features,
+                               batch_size=args.batch_size, progress=not args.quiet, extractor=extractor(args))
     print(f"saved {args.out}: {st.num} images of {args.data}; feature net {st.feature_net}\nprotocol: {st.protocol}")
     return 0

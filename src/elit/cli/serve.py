@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+from elit.cli._args import integer, number
 from elit.errors import UserError
 
 HELP = "serve a model over HTTP: per-request budgets, deadline-aware budgets, web page, metrics"
@@ -21,28 +22,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", action="append", required=True,
                         help="model folder, or NAME=DIR; repeat for several models (the first is the default)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=integer(0), default=8000, help="TCP port (default 8000; 0: any free port)")
     parser.add_argument("--api-key", default=os.environ.get("ELIT_API_KEY"),
                         help="require this key on /v1/* (Authorization: Bearer KEY); default $ELIT_API_KEY")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of the worker")
-    parser.add_argument("--steps", type=int, default=40, help="default sampling steps of a request")
-    parser.add_argument("--min-steps", type=int, default=None,
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="model compute dtype (default float32)")
+    parser.add_argument("--threads", type=integer(1), default=None, help="torch threads of the worker")
+    parser.add_argument("--steps", type=integer(1), default=40, help="default sampling steps of a request")
+    parser.add_argument("--min-steps", type=integer(1), default=None,
                         help="deadline requests may drop to this many steps once the lowest budget does not fit "
                              "(default: half the request's steps)")
-    parser.add_argument("--headroom", type=float, default=0.15,
+    parser.add_argument("--headroom", type=number(low=0), default=0.15,
                         help="fraction of a deadline kept free for prediction error and encoding")
-    parser.add_argument("--max-steps", type=int, default=100, help="cap on a request's steps")
-    parser.add_argument("--max-images", type=int, default=8, help="cap on images per request")
-    parser.add_argument("--max-batch", type=int, default=16, help="cap on images per forward call")
-    parser.add_argument("--max-queue", type=int, default=256, help="cap on images waiting (503 beyond)")
-    parser.add_argument("--max-body", type=int, default=8192, help="cap on a request body in bytes (413 beyond)")
+    parser.add_argument("--max-steps", type=integer(1), default=100, help="cap on a request's steps")
+    parser.add_argument("--max-images", type=integer(1), default=8, help="cap on images per request")
+    parser.add_argument("--max-batch", type=integer(1), default=16, help="cap on images per forward call")
+    parser.add_argument("--max-queue", type=integer(1), default=256, help="cap on images waiting (503 beyond)")
+    parser.add_argument("--max-body", type=integer(64), default=8192, help="cap on a request body in bytes (413 beyond)")
     parser.add_argument("--vae", default=None, help="AutoencoderKL decoding a latent model's samples")
-    parser.add_argument("--vae-subfolder", default=None)
+    parser.add_argument("--vae-subfolder", default=None,
+                        help="subfolder of --vae that holds the VAE (e.g. 'vae' for a whole pipeline)")
     parser.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (pip install 'elit[ray]')")
-    parser.add_argument("--replicas", type=int, default=1, help="with --ray: number of replicas")
-    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--replicas", type=integer(1), default=1, help="with --ray: number of replicas")
+    parser.add_argument("--log-level", default="warning", help="uvicorn's log level (default warning)")
 
 
 def model_specs(specs: list[str]) -> list[tuple[str, str]]:

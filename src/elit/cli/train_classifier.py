@@ -8,23 +8,27 @@ from __future__ import annotations
 HELP = "train the Fashion-MNIST feature classifier (domain metric)"
 
 
+from elit.cli._args import integer
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output .safetensors; pass it to --classifier-weights "
                         "(the shipped classifier inside the package is never overwritten)")
-    parser.add_argument("--epochs", type=int, default=4, help="passes over the 60k training images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--epochs", type=integer(1), default=4, help="passes over the 60k training images")
+    parser.add_argument("--seed", type=integer(0), default=0, help="seed of the initialisation and the data order")
+    parser.add_argument("--threads", type=integer(1), default=1,
                         help="torch CPU threads; results are bit-identical only for the same count")
 
 
 def run(args) -> int:
     import torch
 
-    from elit.errors import UserError
+    from elit._lock import exclusive_output
+    from elit.cli._args import output_file
     from elit.eval.metrics.classifier import train_classifier
-    if args.epochs < 1 or args.threads < 1:
-        raise UserError("--epochs and --threads must be >= 1")
+    out = output_file(args.out, suffix=".safetensors")
     torch.set_num_threads(args.threads)
-    info = train_classifier(args.out, epochs=args.epochs, seed=args.seed)
+    with exclusive_output(out, "elit train-classifier"):
+        info = train_classifier(str(out), epochs=args.epochs, seed=args.seed)
     print(f"saved {info['path']}: test accuracy {info['test_accuracy']:.4f} ({info['seconds']:.0f} s)")
     return 0

@@ -91,6 +91,19 @@ def load_fashion_mnist(split: str = "train", root: str | None = None) -> tuple[t
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
+def split_fingerprint(split: str, root: str | None = None) -> str:
+    """Where the split's files are and their sizes and times: changes when the data does."""
+    if split not in _PREFIX:
+        raise UserError(f"unknown Fashion-MNIST split {split!r}; choose 'train' or 'test'")
+    folder = _resolve_root(root)
+    parts = []
+    for name in (f"{_PREFIX[split]}-images-idx3-ubyte", f"{_PREFIX[split]}-labels-idx1-ubyte"):
+        path = _find(folder, name)
+        st = path.stat()
+        parts.append(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
+
+
 class FashionMNIST(Dataset):
     """Items (x, y): x float32 (1, 32, 32) in [-1, 1], y int64.
 

@@ -65,6 +65,14 @@ def list_models() -> list[str]:
     return list(MODEL_PRESETS)
 
 
+def suggest(name) -> str:
+    """'did you mean ...' for a mistyped preset name, and where the full list is."""
+    import difflib
+    close = difflib.get_close_matches(str(name), list(MODEL_PRESETS), n=4, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return f"{hint}elit.list_models() lists all {len(MODEL_PRESETS)} presets (DiT, U-ViT, HDiT, VideoDiT, ...)"
+
+
 def preset_config(name: str | None = None, **overrides) -> ModelConfig:
     """The config of a preset (see `list_models()`), with flat fields overridden by keyword."""
     if name is None:
@@ -72,7 +80,7 @@ def preset_config(name: str | None = None, **overrides) -> ModelConfig:
     elif name in MODEL_PRESETS:
         fields = dict(MODEL_PRESETS[name])
     else:
-        raise UserError(f"unknown model {name!r}; available: {', '.join(MODEL_PRESETS)}")
+        raise UserError(f"unknown model {name!r}; {suggest(name)}")
     return ModelConfig.from_dict({**fields, **overrides})
 
 

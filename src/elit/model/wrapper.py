@@ -144,7 +144,13 @@ class ELITModel(nn.Module):
         t, y = self._check_inputs(x, t, y)
         h, side, ctx = self.backbone.embed(x, t, y)
         if self.interface is not None:  # fail before any block runs if the windows do not fit
-            check_grid(ctx.grid, self.interface.window)
+            try:
+                check_grid(ctx.grid, self.interface.window)
+            except UserError as e:
+                size = self.config.backbone.input_size
+                raise UserError(f"x is {x.shape[-2]}x{x.shape[-1]}: {e}. This model was built for {size}x{size}; pad or "
+                                f"resize to a size the windows fit (Fashion-MNIST's 28x28 images are padded to 32x32 "
+                                f"with background: torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1))") from None
         head, core, tail = self._layout
         for i in head:
             h, side = self._block(i, h, side, ctx)

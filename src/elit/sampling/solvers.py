@@ -23,6 +23,9 @@ from elit.sampling.plan import RunPlan, plan_run
 
 
 # ---------------------------------------------------------------------- seeds, labels, noise
+MAX_SEED = 2 ** 63 - 1   # torch.Generator.manual_seed takes a signed 64-bit seed
+
+
 def parse_seeds(seeds) -> list[int]:
     """'0-63', '0-9,20,30-32', an int list or a range -> strictly increasing non-negative ints."""
     if isinstance(seeds, str):
@@ -30,9 +33,15 @@ def parse_seeds(seeds) -> list[int]:
         for part in seeds.split(","):
             lo, dash, hi = part.strip().partition("-")
             try:
-                out.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+                first, last = int(lo), int(hi) if dash else int(lo)
             except ValueError:
                 raise UserError(f"cannot read seeds {seeds!r}: use e.g. '0-63' or '0-9,20,30-32'") from None
+            if last < first:
+                raise UserError(f"seed range {part.strip()!r} is empty: write the smaller seed first, "
+                                f"e.g. '{last}-{first}'")
+            if last > MAX_SEED:
+                raise UserError(f"seed {last} is too large; seeds must lie in 0..{MAX_SEED}")
+            out.extend(range(first, last + 1))
         seeds = out
     elif isinstance(seeds, int):
         raise UserError("seeds must be a list or range of ints (one per image), e.g. range(16), not an int")
@@ -41,6 +50,8 @@ def parse_seeds(seeds) -> list[int]:
         raise UserError("no seeds given")
     if any(s < 0 for s in seeds):
         raise UserError(f"seeds must be non-negative, got {min(seeds)}")
+    if any(s > MAX_SEED for s in seeds):
+        raise UserError(f"seed {max(seeds)} is too large; seeds must lie in 0..{MAX_SEED}")
     for a, b in zip(seeds, seeds[1:]):
         if b <= a:
             raise UserError(f"seeds must be strictly increasing without duplicates; {b} follows {a}")
@@ -85,8 +96,9 @@ def initial_noise(seeds: list[int], shape: tuple, device=None) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- the ODE solvers
-def integrate(velocity, x: torch.Tensor, plan: RunPlan) -> torch.Tensor:
-    """Euler or Heun from t = 1 to t = 0; `velocity(x, t, budget)` is one guided evaluation."""
+def integrate(velocity, x: torch.Tensor, plan: RunPlan, on_step=None) -> torch.Tensor:
+    """Euler or Heun from t = 1 to t = 0; `velocity(x, t, budget)` is one guided evaluation;
+    `on_step()` is called after each step (a progress bar)."""
     for i in range(plan.steps):
         t, t_next, budget = plan.times[i], plan.times[i + 1], plan.budgets[i]
         dt = t_next - t  # negative: time runs backwards
@@ -96,6 +108,8 @@ def integrate(velocity, x: torch.Tensor, plan: RunPlan) -> torch.Tensor:
         else:
             x_euler = x + dt * v
             x = x + dt * 0.5 * (v + velocity(x_euler, t_next, budget))
+        if on_step is not None:
+            on_step()
     return x
 
 
@@ -106,7 +120,7 @@ def _model_device_dtype(model):
 
 @torch.no_grad()
 def sample_batch(model, seeds: list[int], labels: list[int] | None, plan: RunPlan,
-                 input_size: int | None = None) -> torch.Tensor:
+                 input_size: int | None = None, on_step=None) -> torch.Tensor:
     """One batch: (N, C, H, W) float32 on the CPU, data space, not clamped."""
     device, dtype = _model_device_dtype(model)
     x = initial_noise(seeds, model.sample_shape(input_size), device)
@@ -118,11 +132,21 @@ def sample_batch(model, seeds: list[int], labels: list[int] | None, plan: RunPla
         v = guided_velocity(model, x.to(dtype), t, y, budget, plan.guidance, plan.weak_budget)
         return v.float()
 
-    return integrate(velocity, x, plan).cpu()
+    return integrate(velocity, x, plan, on_step).cpu()
+
+
+def progress_bar(total_steps: int, desc: str):
+    """A bar counting denoising steps (so it moves during a batch), one line per 30 s in a log file."""
+    import sys
+
+    from tqdm import tqdm
+    return tqdm(total=total_steps, unit="step", desc=desc, dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 30)
 
 
 def iter_batches(model, seeds, labels=None, batch_size: int = 64, input_size=None, progress=False, **options):
-    """Validate everything, then yield (seeds, labels, images) batch by batch (see `sample`)."""
+    """Validate everything, then yield (seeds, labels, images) batch by batch (see `sample`).
+    progress: False, True (a bar over every denoising step of every batch), or a bar to advance."""
     prediction = model.config.backbone.prediction
     if prediction != "velocity":
         raise UserError(f"this model predicts {prediction!r} (a converted DiT or U-ViT), not a rectified-flow "
@@ -136,27 +160,26 @@ def iter_batches(model, seeds, labels=None, batch_size: int = 64, input_size=Non
     if cache is not None and not hasattr(cache, "reset"):
         cache = TeaCache(model, threshold=cache)
     runner = cache if cache is not None else model
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(seeds), unit="img", desc="sampling")
+    batches = -(-len(seeds) // batch_size)
+    own = progress is True
+    bar = progress_bar(batches * plan.steps, f"sampling {len(seeds)} images") if own else (progress or None)
+    step = None if bar is None else (lambda: bar.update(1))
     try:
-        for start in range(0, len(seeds), batch_size):
+        for number, start in enumerate(range(0, len(seeds), batch_size), 1):
             s = seeds[start:start + batch_size]
             lab = None if labels is None else labels[start:start + batch_size]
-            images = sample_batch(runner, s, lab, plan, input_size)
-            if bar is not None:
-                bar.update(len(s))
-            yield s, lab, images
+            if own and batches > 1:
+                bar.set_postfix_str(f"batch {number}/{batches}", refresh=False)
+            yield s, lab, sample_batch(runner, s, lab, plan, input_size, step)
     finally:
-        if bar is not None:
+        if own:
             bar.close()
 
 
 def sample(model, seeds, labels=None, budget=None, steps: int = 40, sampler: str = "euler",
            guidance: str = "none", scale=None, w=None, weak_budget=None, schedule=None, interval=None,
            shift: float = 1.0, batch_size: int = 64, input_size: int | None = None, cache=None,
-           progress: bool = False) -> torch.Tensor:
+           progress=False) -> torch.Tensor:
     """Generate one image per seed: (N, C, H, W) float32 on the CPU, data space, no clamping.
 
     model: an ELITModel (or a wrapper with its signature, e.g. `elit.sampling.TeaCache`).
@@ -167,6 +190,7 @@ def sample(model, seeds, labels=None, budget=None, steps: int = 40, sampler: str
     guidance: 'none' | 'cfg' | 'ccfg' | 'ag' with `scale` = lambda (0 = none) or `w` = 1 + lambda;
         `weak_budget` for ccfg / ag (default: the lowest budget); `interval` = (lo, hi) in t.
     shift: time shift s (1 = uniform grid). cache: a TeaCache threshold (float) or object.
+    progress: True for a bar over the denoising steps, or a tqdm bar to advance by one per step.
     """
     batches = iter_batches(model, seeds, labels, batch_size=batch_size, input_size=input_size, progress=progress,
                            steps=steps, sampler=sampler, budget=budget, schedule=schedule, guidance=guidance,

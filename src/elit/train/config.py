@@ -13,6 +13,7 @@ ignored, so every unknown key is a ValueError that lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -48,6 +49,9 @@ class TrainSettings:
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0              # 0 = off
     ema_decay: float = 0.9999
+    # ---- divergence: a step whose loss or gradient norm is NaN/Inf is skipped (no update); after
+    # this many such steps in a row, training stops with an error (the last checkpoint is kept).
+    max_nonfinite_steps: int = 10
 
 
 @dataclass
@@ -73,7 +77,7 @@ class SystemSettings:
     grad_checkpointing: bool = False
     parallel: str = "ddp"               # "ddp" or "fsdp" (FSDP2: fully_shard per block, then the root)
     num_workers: int = 0                # DataLoader workers per rank
-    threads: int = 0                    # torch.set_num_threads; 0 = leave the default
+    threads: int = 0                    # torch.set_num_threads; 0 = auto (the cores other work leaves free)
 
 
 # Shipped as package data (pyproject: elit = ["configs/*.yaml"]); not a Python package itself.
@@ -111,7 +115,7 @@ def read_yaml(name_or_file: str) -> dict:
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"config {name_or_file!r} is not valid YAML: {e}") from None
+        raise UserError(f"config {name_or_file!r} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
         raise UserError(f"config {name_or_file!r} must be a mapping with sections {TOP_LEVEL}")
     return raw
@@ -170,26 +174,81 @@ def resolve_config(raw: dict) -> RunConfig:
     return cfg
 
 
+def _check_types(settings, where: str) -> None:
+    """Each value has its field's type (by the default's type): YAML gives strings for typos."""
+    for f in dataclasses.fields(settings):
+        value, default = getattr(settings, f.name), f.default
+        if f.default is dataclasses.MISSING or default is None or isinstance(default, (list, str)):
+            continue   # lists, optional and mixed-type fields are checked one by one below
+        key = f"{where}.{f.name}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise UserError(f"{key} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"{key} must be an integer, got {value!r}")
+        elif isinstance(default, float):
+            if not isinstance(value, float) or not math.isfinite(value):
+                raise UserError(f"{key} must be a finite number, got {value!r}")
+
+
+def _at_least(value, low, key: str, meaning: str = "") -> None:
+    if value < low:
+        raise UserError(f"{key} must be >= {low}{meaning}, got {value}")
+
+
+def _optional_int(value, key: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise UserError(f"{key} must be an integer (latents per group) or null, got {value!r}")
+
+
 def check_settings(cfg: RunConfig) -> None:
     t, lg, sy = cfg.train, cfg.log, cfg.system
+    for settings, where in ((t, "train"), (lg, "log"), (sy, "system")):
+        _check_types(settings, where)
+    if isinstance(t.budget, bool) or not isinstance(t.budget, (int, str)):
+        raise UserError(f"train.budget must be 'multi', 'full' or an int (latents per group), got {t.budget!r}")
     if isinstance(t.budget, str) and t.budget not in ("multi", "full"):
         raise UserError(f"train.budget must be 'multi', 'full' or an int (latents per group), got {t.budget!r}")
+    _optional_int(t.budget_min, "train.budget_min")
+    _optional_int(t.budget_max, "train.budget_max")
     if not cfg.model.elastic and t.budget != "full":
         raise UserError(f"a plain backbone (model.elit=false) has no budgets: set train.budget=full "
                          f"(got {t.budget!r})")
     if cfg.model.backbone.prediction != "velocity":
         raise UserError(f"elit train trains rectified-flow velocity models; model.prediction="
-                        f"{cfg.model.backbone.prediction!r} is for converted checkpoints (set model.prediction=velocity)")
+                         f"{cfg.model.backbone.prediction!r} is for converted checkpoints (set model.prediction=velocity)")
     if not 0.0 <= t.class_dropout_prob < 1.0:
         raise UserError(f"train.class_dropout_prob must lie in [0, 1), got {t.class_dropout_prob}")
     if t.lr_schedule not in ("constant", "cosine"):
         raise UserError(f"train.lr_schedule must be 'constant' or 'cosine', got {t.lr_schedule!r}")
-    if t.max_steps < 1 or t.global_batch_size < 1:
-        raise UserError("train.max_steps and train.global_batch_size must be >= 1")
+    if t.time_distribution not in ("logit_normal", "uniform"):
+        raise UserError(f"train.time_distribution must be 'logit_normal' or 'uniform', got {t.time_distribution!r}")
+    _at_least(t.max_steps, 1, "train.max_steps")
+    _at_least(t.global_batch_size, 1, "train.global_batch_size")
+    _at_least(t.seed, 0, "train.seed")
+    _at_least(t.warmup_steps, 0, "train.warmup_steps", " (0 = no warm-up)")
+    _at_least(t.max_nonfinite_steps, 0, "train.max_nonfinite_steps", " (0 = stop at the first NaN/Inf)")
+    if t.lr <= 0:
+        raise UserError(f"train.lr must be > 0, got {t.lr}")
+    _at_least(t.weight_decay, 0.0, "train.weight_decay")
+    _at_least(t.grad_clip, 0.0, "train.grad_clip", " (0 = no clipping)")
+    if t.time_std <= 0 or t.time_shift <= 0:
+        raise UserError(f"train.time_std and train.time_shift must be > 0, got {t.time_std} and {t.time_shift}")
+    betas = t.betas
+    if (not isinstance(betas, (list, tuple)) or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise UserError(f"train.betas must be two numbers in [0, 1), e.g. [0.9, 0.999]; got {betas!r}")
     if not 0.0 <= t.ema_decay < 1.0:
         raise UserError(f"train.ema_decay must lie in [0, 1), got {t.ema_decay}")
-    if min(lg.log_every, lg.ckpt_every, lg.keep_last, lg.t_bins) < 1:
-        raise UserError("log.log_every, log.ckpt_every, log.keep_last and log.t_bins must be >= 1")
+    for name in ("log_every", "ckpt_every", "keep_last", "t_bins", "sample_steps", "sample_per_row"):
+        _at_least(getattr(lg, name), 1, f"log.{name}")
+    _at_least(lg.sample_every, 0, "log.sample_every", " (0 = only at the end)")
+    if lg.sample_budgets is not None and not isinstance(lg.sample_budgets, list):
+        raise UserError(f"log.sample_budgets must be a list of budgets (latents per group) or null, "
+                         f"got {lg.sample_budgets!r}")
+    _at_least(sy.threads, 0, "system.threads", " (0 = auto)")
+    _at_least(sy.num_workers, 0, "system.num_workers")
     if sy.parallel not in ("ddp", "fsdp"):
         raise UserError(f"system.parallel must be 'ddp' or 'fsdp', got {sy.parallel!r}")
     if sy.precision not in ("auto", "bf16", "fp32"):

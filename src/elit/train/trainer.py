@@ -9,9 +9,10 @@ K*b computes, up to float summation order.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
-import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -19,6 +20,9 @@ import time
 import torch
 from tqdm import tqdm
 
+from elit._io import write_text
+from elit._lock import exclusive_output
+from elit._threads import ThroughputWatch, set_threads
 from elit.data import build_dataset, infinite_batches
 from elit.data.seeding import derive_seed
 from elit.errors import UserError
@@ -32,6 +36,7 @@ from elit.train.checkpoint import list_checkpoints, load_checkpoint, remove_stal
 from elit.train.config import RunConfig, dump_config
 from elit.train.ema import EMA
 from elit.train.logger import LossStats, RunLog
+from elit.train.run_folder import check_run_folder, truncate_log
 from elit.train.samples import write_budget_grid
 
 _NOISE_STREAM = 0x5EED  # per-step stream for eps, t and class dropout
@@ -81,12 +86,18 @@ def _config_diff(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+class TrainingDiverged(UserError):
+    """The loss or gradient norm stayed NaN/Inf: the settings, not the code, need changing."""
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, out, env: D.DistEnv):
         self.cfg, self.env, self.out = cfg, env, pathlib.Path(out)
         sy, tr = cfg.system, cfg.train
-        if sy.threads:
-            torch.set_num_threads(sy.threads)
+        if env.device.type == "cpu":
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+            set_threads(sy.threads, local, announce=(lambda text: print(f"elit train: {text} (system.threads)"))
+                        if env.is_main else None)
         if env.device.type == "cuda" and sy.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -122,6 +133,8 @@ class Trainer:
                                        pin_memory=env.device.type == "cuda")
         self.time_sampler = TimeSampler(tr.time_distribution, tr.time_mean, tr.time_std, tr.time_shift)
         self.step = 0
+        self.resumed_at = None       # the step this process resumed from, if it did
+        self.nonfinite = []          # steps in the current streak of NaN/Inf loss or gradient norm
         self.log = RunLog(self.out, env.is_main, cfg.log.tensorboard)
 
     # ------------------------------------------------------------------ checkpoints
@@ -155,30 +168,36 @@ class Trainer:
             was = "fsdp" if ckpt["fsdp"] else "ddp/single-process"
             raise UserError(f"checkpoint {path.name} was written by a {was} run; resume it with the same "
                              f"system.parallel setting")
-        for section in ("train", "data"):
-            diff = _config_diff(ckpt["config"][section], self.cfg.to_dict()[section])
-            if diff and self.env.is_main:
-                print(f"elit train: resuming with changed {section} settings: {'; '.join(diff)}")
+        changed = {section: _config_diff(ckpt["config"][section], self.cfg.to_dict()[section])
+                   for section in ("train", "data")}
         D.load_model_state(self.model, ckpt["model"])
         self.ema.load_full_state(ckpt["ema"])
         D.load_optimizer_state(self.model, self.optimizer, ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        self._apply_optimizer_settings()
         self.loader.load_state_dict(ckpt["data"])
         torch.set_rng_state(ckpt["rng"]["cpu"])
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        self.step = int(ckpt["step"])
+        self.step = self.resumed_at = int(ckpt["step"])
         if self.env.is_main:
-            self._truncate_log()
+            for section, diff in changed.items():
+                if diff:   # every train setting is read afresh from the config; none is kept from the checkpoint
+                    print(f"elit train: resuming with changed {section} settings, applied from step {self.step}: "
+                          f"{'; '.join(diff)}")
             print(f"elit train: resumed from {path} (step {self.step})")
         return True
 
-    def _truncate_log(self) -> None:
-        """Drop records a killed run wrote after its last checkpoint: the continuation rewrites them."""
-        if self.log.path.is_file():
-            lines = self.log.path.read_text().splitlines()
-            kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= self.step]
-            self.log.path.write_text("".join(l + "\n" for l in kept))
+    def _apply_optimizer_settings(self) -> None:
+        """The optimiser's state dict brings the old run's lr, betas and weight decay, and the
+        scheduler's its base lr: replace them with this config's, so a changed setting takes effect.
+        (The warm-up / cosine factor and the clip are read from this config at every step.)"""
+        tr = self.cfg.train
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=tr.lr, lr=tr.lr * factor, betas=tuple(tr.betas), weight_decay=tr.weight_decay)
+        self.scheduler.base_lrs = [tr.lr] * len(self.optimizer.param_groups)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     # ------------------------------------------------------------------ one step
     def train_step(self, x: torch.Tensor, y: torch.Tensor):
@@ -201,13 +220,37 @@ class Trainer:
             per_sample = flow_loss(self.wrapped, x, y, t, eps, budget=budget)
         self.optimizer.zero_grad(set_to_none=True)
         per_sample.mean().backward()
-        grad_norm = None
-        if tr.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.grad_clip)
-        self.optimizer.step()
+        # The norm is needed anyway to notice divergence; an infinite max_norm leaves the gradients as they are.
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                   tr.grad_clip if tr.grad_clip > 0 else math.inf)
+        # The global gradient norm (gradients are reduced over ranks) is NaN/Inf whenever any rank's
+        # loss is, so every rank takes the same decision. One host sync per step.
+        if bool(torch.isfinite(D.full_tensor(grad_norm))):
+            self.nonfinite = []
+            self.optimizer.step()
+            self.ema.update(self.model)
+        else:   # skip the update, so the weights stay those of the last good step
+            self.nonfinite.append(self.step + 1)
+            self._check_divergence()
         self.scheduler.step()
-        self.ema.update(self.model)
         return per_sample, t, budget, grad_norm
+
+    def _check_divergence(self) -> None:
+        tr = self.cfg.train
+        if len(self.nonfinite) <= tr.max_nonfinite_steps:
+            if self.env.is_main:
+                print(f"elit train: step {self.nonfinite[-1]}: loss or gradient norm is NaN/Inf; update skipped "
+                      f"({len(self.nonfinite)} in a row, stopping after {tr.max_nonfinite_steps})", file=sys.stderr)
+            return
+        found = list_checkpoints(self.out)
+        kept, then = ((f"the last checkpoint, {found[-1]}, is kept", "resumes from it") if found
+                      else ("no checkpoint was written yet", "starts over"))
+        clip = f"train.grad_clip={tr.grad_clip:g}" if tr.grad_clip > 0 else "train.grad_clip=1 (now off)"
+        raise TrainingDiverged(
+            f"training diverged: the loss or gradient norm was NaN/Inf at steps {self.nonfinite[0]}-{self.nonfinite[-1]} "
+            f"({len(self.nonfinite)} in a row); {kept} and no model was exported. Lower train.lr (now {tr.lr:g}), "
+            f"set {clip}, or raise train.warmup_steps (now {tr.warmup_steps}); the same command with those "
+            f"overrides {then}")
 
     # ------------------------------------------------------------------ loop
     def sample_grid(self) -> pathlib.Path | None:
@@ -218,7 +261,8 @@ class Trainer:
             lg = self.cfg.log
             path = self.out / "samples" / f"step-{self.step:07d}.png"
             try:
-                write_budget_grid(model, path, lg.sample_budgets, lg.sample_steps, lg.sample_per_row)
+                write_budget_grid(model, path, lg.sample_budgets, lg.sample_steps, lg.sample_per_row,
+                                  class_names=getattr(self.dataset, "class_names", None))
             except ImportError as e:  # the sampler is an optional part of a partial install
                 print(f"elit train: no sample grid ({e})")
                 path = None
@@ -239,14 +283,17 @@ class Trainer:
         D.barrier()
         self.resume()  # refuses a mismatched run before anything in DIR is rewritten
         if env.is_main:
-            (self.out / "config.yaml").write_text(dump_config(cfg))
+            truncate_log(self.log.path, self.step)   # records after the checkpoint are written again
+            write_text(self.out / "config.yaml", dump_config(cfg))
         budgets = self.schedule.choices
         stats = LossStats(lg.t_bins, budgets, env.device)
         bar = tqdm(total=tr.max_steps, initial=self.step, disable=not (env.is_main and lg.progress),
                    desc="train", unit="step", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line per 30 s
         batches = iter(self.loader)
-        tick, since = time.perf_counter(), 0
+        tick, since = time.perf_counter(), 0   # throughput: steps and time since the last log or pause
+        averaged = 0                            # steps in the loss average of the next record
+        watch = ThroughputWatch()
         grid = None
         self.wrapped.train()
         while self.step < tr.max_steps:
@@ -255,19 +302,28 @@ class Trainer:
             stats.add(self.step, per_sample, t, budget)
             self.step += 1
             since += 1
+            averaged += 1
             bar.update(1)
             last = self.step == tr.max_steps
             if self.step % lg.log_every == 0 or last:
                 record = stats.reduce(env.world_size)  # collective
                 elapsed = time.perf_counter() - tick
-                record = {"step": self.step, **record, "lr": self.scheduler.get_last_lr()[0],
+                # steps_averaged: the steps this record's losses average (fewer than log_every in
+                # the first record after a resume, which starts a fresh average at the checkpoint).
+                record = {"step": self.step, **record, "steps_averaged": averaged, "lr": self.scheduler.get_last_lr()[0],
                           "images_per_s": since * tr.global_batch_size / elapsed, "budget": budget,
-                          "grad_norm": None if grad_norm is None else float(D.full_tensor(grad_norm))}
+                          "grad_norm": float(D.full_tensor(grad_norm))}
+                if self.resumed_at is not None and self.step - averaged == self.resumed_at:
+                    record["first_after_resume_at"] = self.resumed_at
                 self.log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", budget=budget, img_s=f"{record['images_per_s']:.0f}")
-                tick, since = time.perf_counter(), 0
-            if self.step % lg.ckpt_every == 0 or last:
-                self.save()
+                slow = watch.update(record["images_per_s"])
+                bar.set_postfix(loss=f"{record['loss']:.4f}", budget=budget, img_s=f"{record['images_per_s']:.0f}",
+                                **({"SLOW": slow} if slow else {}))
+                if slow and not lg.progress and env.is_main:
+                    print(f"elit train: step {self.step}: {record['images_per_s']:.1f} images/s, {slow}", file=sys.stderr)
+                tick, since, averaged = time.perf_counter(), 0, 0
+            if last or (self.step % lg.ckpt_every == 0 and not self.nonfinite):
+                self.save()   # not during a NaN/Inf streak: it could push the last good checkpoint out
             if (lg.sample_every and self.step % lg.sample_every == 0) or last:
                 grid = self.sample_grid()
             if self.step % lg.ckpt_every == 0 or last or (lg.sample_every and self.step % lg.sample_every == 0):
@@ -276,8 +332,13 @@ class Trainer:
         ema = self.ema.full_state()
         model_dir = self.out / "model"
         if env.is_main:
+            bad = [n for n, v in ema.items() if not bool(torch.isfinite(v).all())]
+            if bad:   # cannot happen while non-finite updates are skipped; never export such a model
+                raise TrainingDiverged(f"the EMA weights hold NaN/Inf ({', '.join(bad[:3])}); no model exported")
+            names = list(getattr(self.dataset, "class_names", None) or [])
             save_pretrained(self.ema_model(ema), model_dir,
-                            extra={"training": {"step": self.step, "ema_decay": tr.ema_decay, "config": cfg.to_dict()}})
+                            extra={"training": {"step": self.step, "ema_decay": tr.ema_decay, "config": cfg.to_dict()},
+                                   **({"class_names": names} if len(names) == cfg.model.backbone.num_classes else {})})
         self.log.close()
         D.barrier()
         return {"step": self.step, "out": str(self.out), "model": str(model_dir), "grid": grid and str(grid),
@@ -289,8 +350,12 @@ def train(cfg: RunConfig, out) -> dict:
     Launch under torchrun for DDP/FSDP; a single process otherwise."""
     env = D.init_distributed(cfg.system.device)
     try:
-        trainer = Trainer(cfg, out, env)
-        result = trainer.run()
+        with contextlib.ExitStack() as stack:
+            if env.is_main:   # one process per run folder; then nothing in it is touched before the checks
+                stack.enter_context(exclusive_output(out, "elit train"))
+                check_run_folder(out, cfg.to_dict())
+            trainer = Trainer(cfg, out, env)
+            result = trainer.run()
     except BaseException:
         D.abort()  # no barrier: the other ranks may be stuck or gone
         raise

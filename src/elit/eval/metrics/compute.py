@@ -11,6 +11,7 @@ or KID ask for them (N x 2048 float32: 400 MB at 50k).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Iterable
 
 import numpy as np
@@ -18,7 +19,8 @@ from tqdm import tqdm
 
 from elit.errors import UserError
 from elit.eval.metrics.base import FeatureExtractor
-from elit.eval.metrics.images import FMNIST_SOURCES, iter_image_batches, npz_keys
+from elit.eval.metrics import ref_cache
+from elit.eval.metrics.images import FMNIST_SOURCES, check_count, count_images, iter_image_batches, npz_keys
 from elit.eval.metrics.scores import IS_UNAVAILABLE, inception_score, kid, precision_recall
 from elit.eval.metrics.stats import FeatureStats, RunningStats, frechet_distance, load_stats
 
@@ -52,10 +54,13 @@ def extract_stats(source, extractors: dict[str, FeatureExtractor], *, batch_size
                   desc: str = "features") -> dict[str, FeatureStats]:
     """Stream `source` (see `iter_image_batches`) once through every extractor -> FeatureStats per net.
     Features/logits are kept (float32 / float64) only for the nets named in keep_features/keep_logits."""
+    num = check_count(num)
     running = {k: RunningStats(e.dim) for k, e in extractors.items()}
     feats = {k: [] for k in keep_features}
     logits = {k: [] for k in keep_logits}
-    bar = tqdm(total=num, unit="img", desc=desc, disable=not progress, leave=False)
+    total = count_images(source, num) if progress else None   # a total gives the bar an ETA
+    bar = tqdm(total=total, unit="img", desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
     for batch in iter_image_batches(source, batch_size, num):
         for k, ext in extractors.items():
             f = ext(batch)
@@ -81,11 +86,34 @@ def compute_reference(source, net: str = "inception", out: str | None = None, *,
     """Reference statistics of an image source under one network; saved to `out` when given."""
     from elit.eval.metrics.stats import save_stats
     ext = extractor or get_extractor(net, **net_kwargs)
-    stats = extract_stats(source, {net: ext}, batch_size=batch_size, num=num, progress=progress,
-                          keep_features=[net] if keep_features else [], desc=f"ref {net}")[net]
+    stats = cached_stats(source, {net: ext}, batch_size=batch_size, num=num, progress=progress,
+                         keep_features=[net] if keep_features else [], desc=f"ref {net}")[net]
     if out:
         save_stats(out, stats)
     return stats
+
+
+def cached_stats(source, extractors: dict[str, FeatureExtractor], *, num: int | None = None,
+                 keep_features: Iterable[str] = (), progress: bool = True, **kwargs) -> dict[str, FeatureStats]:
+    """`extract_stats`, but statistics of a named dataset (fmnist-test, ...) come from the user
+    cache when they were computed before, and go there when they were not (see ref_cache)."""
+    if not ref_cache.cacheable(source):
+        return extract_stats(source, extractors, num=num, keep_features=keep_features, progress=progress, **kwargs)
+    num, keep_features = check_count(num), set(keep_features)
+    paths = {k: ref_cache.cache_path(source, e, num, k in keep_features) for k, e in extractors.items()}
+    found = {k: st for k, path in paths.items() if (st := ref_cache.load(path)) is not None}
+    for k in found:
+        if progress:
+            print(f"reference {source} ({k}): statistics cached in {paths[k]} (computed once; delete to recompute)",
+                  file=sys.stderr)
+    todo = {k: e for k, e in extractors.items() if k not in found}
+    if todo:
+        fresh = extract_stats(source, todo, num=num, keep_features=[k for k in todo if k in keep_features],
+                              progress=progress, **kwargs)
+        for k, st in fresh.items():
+            ref_cache.store(paths[k], st)
+        found.update(fresh)
+    return found
 
 
 def is_stats_file(ref) -> bool:
@@ -126,9 +154,9 @@ def reference_stats(ref, extractors: dict[str, FeatureExtractor], *, need_featur
         else:
             todo.setdefault(os.fspath(r) if isinstance(r, (str, os.PathLike)) else id(r), (r, []))[1].append(n)
     for src, group in todo.values():
-        refs.update(extract_stats(src, {n: extractors[n] for n in group}, batch_size=batch_size, num=num,
-                                  keep_features=[n for n in group if n in need_features], progress=progress,
-                                  desc="reference"))
+        refs.update(cached_stats(src, {n: extractors[n] for n in group}, batch_size=batch_size, num=num,
+                                 keep_features=[n for n in group if n in need_features], progress=progress,
+                                 desc="reference"))
     return refs, where
 
 

@@ -13,7 +13,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
 from elit.errors import MissingInputError, UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -46,10 +47,24 @@ def to_rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def _folder_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    """The images under `folder`, without the files `elit sample` marked as not samples (its grid);
+    an unfinished `elit sample` run is refused (see elit.sampling.folder)."""
+    from elit.sampling.folder import not_samples
+    skip = not_samples(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS
+                   and p.relative_to(folder).as_posix() not in skip and not p.name.startswith("."))
     if not files:
         raise MissingInputError(f"no images ({', '.join(IMAGE_EXTS)}) under {folder}")
     return files
+
+
+def check_count(num, what: str = "num") -> int | None:
+    """None (all) or a count >= 1: a negative count must never act as a slice."""
+    if num is None:
+        return None
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+        raise UserError(f"{what} must be a whole number >= 1 (or None for all images), got {num!r}")
+    return int(num)
 
 
 def _iter_folder(folder: Path, batch_size: int, num: int | None) -> Iterator[np.ndarray]:
@@ -57,7 +72,11 @@ def _iter_folder(folder: Path, batch_size: int, num: int | None) -> Iterator[np.
     ref_size = ref_mode = None
     batch = []
     for p in files:
-        with Image.open(p) as im:
+        try:
+            im = Image.open(p)
+        except (UnidentifiedImageError, OSError) as e:
+            raise UserError(f"{p} is not a readable image ({type(e).__name__}); remove it from {folder}") from None
+        with im:
             if im.mode not in ("L", "RGB"):
                 raise UserError(f"{p}: image mode {im.mode}; metrics accept L (grayscale) or RGB images only")
             if ref_size is None:
@@ -65,7 +84,10 @@ def _iter_folder(folder: Path, batch_size: int, num: int | None) -> Iterator[np.
             if im.size != ref_size or im.mode != ref_mode:
                 raise UserError(f"mixed images in {folder}: {p.name} is {im.mode} {im.size[0]}x{im.size[1]}, "
                                  f"the first image was {ref_mode} {ref_size[0]}x{ref_size[1]}")
-            batch.append(np.asarray(im))
+            try:
+                batch.append(np.asarray(im))
+            except OSError as e:   # a truncated file fails only when its pixels are read
+                raise UserError(f"{p} is a damaged image ({e}); remove it from {folder}") from None
         if len(batch) == batch_size:
             yield np.stack(batch)
             batch = []
@@ -73,13 +95,18 @@ def _iter_folder(folder: Path, batch_size: int, num: int | None) -> Iterator[np.
         yield np.stack(batch)
 
 
+def _npy_header(f) -> tuple:
+    """(shape, fortran_order, dtype) of the .npy stream `f`, leaving it at the data."""
+    version = np.lib.format.read_magic(f)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return reader(f)
+
+
 def _iter_npz_array(path: Path, key: str, batch_size: int, num: int | None) -> Iterator[np.ndarray]:
     """Read one array of an .npz in slices straight from the zip member, so a 50k-image ADM batch
     (10 GB at 256px) is never held in memory at once."""
     with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = reader(f)
+        shape, fortran, dtype = _npy_header(f)
         if fortran or dtype != np.uint8:
             raise UserError(f"{path}:{key} must be a C-ordered uint8 array, got dtype {dtype}")
         total = shape[0] if num is None else min(num, shape[0])
@@ -90,8 +117,33 @@ def _iter_npz_array(path: Path, key: str, batch_size: int, num: int | None) -> I
 
 
 def npz_keys(path: str | os.PathLike) -> list[str]:
-    with zipfile.ZipFile(path) as z:
-        return [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+    try:
+        with zipfile.ZipFile(path) as z:
+            return [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{path} is not a readable .npz file ({e}); make statistics with `elit ref` or images "
+                        f"with `elit sample --npz`") from None
+
+
+def count_images(source, num: int | None = None) -> int | None:
+    """How many images `iter_image_batches(source, num=num)` yields, when known without reading them
+    (for a progress bar with a total and an ETA)."""
+    total = None
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        total = len(source)
+    elif isinstance(source, (str, os.PathLike)):
+        s = os.fspath(source)
+        if s in FMNIST_SOURCES:
+            from elit.data.fashion_mnist import load_fashion_mnist
+            total = len(load_fashion_mnist(s.split("-")[1])[1])   # parsed once per process, then cached
+        elif Path(s).is_dir():
+            total = len(_folder_files(Path(s)))
+        elif Path(s).is_file() and s.endswith(".npz") and "arr_0" in npz_keys(s):
+            with zipfile.ZipFile(s) as z, z.open("arr_0.npy") as f:
+                total = _npy_header(f)[0][0]
+    if total is None:
+        return num
+    return total if num is None else min(num, total)
 
 
 def fmnist_images(split: str, num: int | None = None) -> torch.Tensor:
@@ -105,6 +157,9 @@ def fmnist_images(split: str, num: int | None = None) -> torch.Tensor:
 def iter_image_batches(source, batch_size: int = 64, num: int | None = None) -> Iterator[torch.Tensor]:
     """Yield uint8 (B,C,H,W) batches from a folder, an ADM `.npz` (`arr_0`, uint8 N,H,W[,C]),
     "fmnist-train"/"fmnist-test", an in-memory array, or an iterable of arrays."""
+    num = check_count(num)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch size must be a whole number >= 1, got {batch_size!r}")
     if isinstance(source, (np.ndarray, torch.Tensor)):
         x = as_uint8_nchw(source)[:num]
         for i in range(0, len(x), batch_size):

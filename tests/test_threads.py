@@ -1,0 +1,63 @@
+"""Issue 18 / 19.5: the default thread count follows the cores other work leaves free, an explicit
+count wins, and a throughput collapse is flagged (rules only: no timing in unit tests)."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from elit._threads import ThroughputWatch, choose_threads, set_threads
+
+
+def test_threads_take_the_free_cores():
+    assert choose_threads(cores=2, load=0.0) == 2
+    assert choose_threads(cores=2, load=1.0) == 1         # the main job's busy 2-core machine: one thread
+    assert choose_threads(cores=2, load=5.0) == 1         # never zero
+    assert choose_threads(cores=16, load=3.6) == 12
+    assert choose_threads(cores=16, load=0.0, processes=2) == 8   # torchrun: shared among the local ranks
+
+
+def test_an_explicit_count_wins(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(3) == 3 and torch.get_num_threads() == 3
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(2)
+        assert set_threads(0) == 2                         # OMP_NUM_THREADS set: auto leaves torch alone
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_announces_a_cap_on_a_loaded_machine():
+    """A real process: with OMP_NUM_THREADS unset, `set_threads(0)` caps at the free cores."""
+    code = ("import elit._threads as T, torch\n"
+            "T.os.getloadavg = lambda: (T.usable_cores() + 5.0, 0.0, 0.0)\n"
+            "n = T.set_threads(0, announce=print)\nprint('threads', n, torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "threads 1 1"
+    if os.cpu_count() > 1:
+        assert "using 1 CPU thread" in out and "load average" in out
+
+
+def test_throughput_collapse_is_flagged():
+    watch = ThroughputWatch(factor=4)
+    assert watch.update(5.0) is None                        # the first interval only sets the bar
+    assert watch.update(40.0) is None
+    assert watch.update(35.0) is None
+    message = watch.update(2.0)
+    assert message and message.startswith("20x below this run's best")
+    assert watch.update(30.0) is None
+
+
+def test_command_lines_give_torch_and_blas_the_auto_count(monkeypatch):
+    import elit._threads as T
+    for name in T.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(T.os, "getloadavg", lambda: (T.usable_cores() + 3.0, 0.0, 0.0))
+    said = []
+    assert T.set_thread_environment(announce=said.append) == 1
+    assert all(os.environ[name] == "1" for name in T.THREAD_VARIABLES)
+    assert bool(said) == (T.usable_cores() > 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")                 # the user's choice is kept
+    assert T.set_thread_environment() is None and os.environ["OMP_NUM_THREADS"] == "3"
