@@ -35,9 +35,21 @@ def save_png_atomic(image: Image.Image, path) -> pathlib.Path:
     return pathlib.Path(path)
 
 
+def wrap_text(text: str, width: int, draw, font) -> list[str]:
+    """Greedy word wrap of `text` into lines at most `width` pixels wide."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textbbox((0, 0), f"{lines[-1]} {word}", font=font)[2] <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def render_grid(rows: list[torch.Tensor], row_labels: list[str], pad: int = 2,
-                min_size: int = 64) -> Image.Image:
-    """One image: row r shows `rows[r]` (n, C, H, W) in [-1, 1] with `row_labels[r]` on its left.
+                min_size: int = 64, col_labels: list[str] | None = None) -> Image.Image:
+    """One image: row r shows `rows[r]` (n, C, H, W) in [-1, 1] with `row_labels[r]` on its left,
+    and `col_labels` (e.g. prompts, word-wrapped) above the columns.
 
     Rows may hold different numbers of images (shorter rows are left-aligned). Grayscale stays
     grayscale unless a row is RGB.
@@ -57,11 +69,17 @@ def render_grid(rows: list[torch.Tensor], row_labels: list[str], pad: int = 2,
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     label_w = max(probe.textbbox((0, 0), s, font=font)[2] for s in row_labels) + 2 * pad + 4
     cols = max(len(a) for a in arrays)
+    heads = [wrap_text(c, cell_w, probe, font) for c in col_labels or []]
+    line_h = probe.textbbox((0, 0), "Ag", font=font)[3] + 1
+    head_h = max((len(h) for h in heads), default=0) * line_h + (pad if heads else 0)
     mode, white = ("RGB", (255, 255, 255)) if rgb else ("L", 255)
-    canvas = Image.new(mode, (label_w + cols * (cell_w + pad) + pad, len(rows) * (cell_h + pad) + pad), white)
+    canvas = Image.new(mode, (label_w + cols * (cell_w + pad) + pad, head_h + len(rows) * (cell_h + pad) + pad), white)
     draw = ImageDraw.Draw(canvas)
+    for c, lines in enumerate(heads):
+        for k, line in enumerate(lines):
+            draw.text((label_w + c * (cell_w + pad), pad + k * line_h), line, font=font, fill=(0, 0, 0) if rgb else 0)
     for r, (arr, label) in enumerate(zip(arrays, row_labels)):
-        top = pad + r * (cell_h + pad)
+        top = head_h + pad + r * (cell_h + pad)
         box = draw.textbbox((0, 0), label, font=font)
         draw.text((pad, top + (cell_h - (box[3] - box[1])) // 2 - box[1]), label, font=font,
                   fill=(0, 0, 0) if rgb else 0)

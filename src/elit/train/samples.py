@@ -25,8 +25,10 @@ def row_label(config, budget: int | None) -> str:
     return f"{name}  {gflops:.3g} GFLOPs"
 
 
-def write_budget_grid(model, path, budgets: list | None = None, steps: int = 40, per_row: int = 10) -> pathlib.Path:
-    """Sample seeds 0..per_row-1 (labels seed % num_classes) at every budget; one PNG (rows = budgets).
+def write_budget_grid(model, path, budgets: list | None = None, steps: int = 40, per_row: int = 10,
+                      labels=None) -> pathlib.Path:
+    """Sample seeds 0..per_row-1 (labels seed % num_classes, or `labels`: a TextCondition with one
+    prompt per column for a text-to-image model) at every budget; one PNG (rows = budgets).
     GFLOPs are analytic, per image and per forward pass (2 x multiply-adds). A video model's grid
     shows filmstrips, with an animated GIF of the same grid beside the PNG."""
     from elit.sampling import sample
@@ -34,14 +36,14 @@ def write_budget_grid(model, path, budgets: list | None = None, steps: int = 40,
     budgets = budgets or default_sample_budgets(model)
     was_training = model.training
     model.eval()
-    rows, labels = [], []
+    rows, names = [], []
     with torch.no_grad():
         for budget in budgets:
-            images = sample(model, seeds=list(range(per_row)), budget=budget, steps=steps)
+            images = sample(model, seeds=list(range(per_row)), labels=labels, budget=budget, steps=steps)
             rows.append(images.clamp(-1, 1))
-            labels.append(row_label(model.config, budget))
+            names.append(row_label(model.config, budget))
     model.train(was_training)
     if rows[0].dim() == 5:
         from elit.video import clip_grid
-        return clip_grid(rows, labels, path)[0]
-    return budget_grid(rows, labels, path)
+        return clip_grid(rows, names, path)[0]
+    return budget_grid(rows, names, path)
