@@ -94,8 +94,18 @@ def load_models(out: pathlib.Path):
     return teacher, elit.load_pretrained(out / "elit" / "model")
 
 
+def initial_student(out: pathlib.Path, teacher):
+    """The student as `elit finetune` started it: the teacher's weights plus the interface its seed
+    initialised (not trained yet): what distillation starts from."""
+    from elit.train.finetune import load_finetune_config, student_model
+    cfg, _ = load_finetune_config("fmnist-t2i", [f"data.root={out / 'captions'}"], teacher=str(out / "teacher-diffusers"))
+    torch.manual_seed(cfg.train.seed)      # as the trainer seeds before building the student
+    return student_model(teacher, cfg.model).eval()
+
+
 def settings(scale: float) -> list[dict]:
-    rows = [dict(model="teacher", budget=None, guidance="none"), dict(model="teacher", budget=None, guidance="cfg")]
+    rows = [dict(model="teacher", budget=None, guidance="none"), dict(model="teacher", budget=None, guidance="cfg"),
+            dict(model="elit-init", budget=16, guidance="cfg")]
     for b in BUDGETS:
         rows.append(dict(model="elit", budget=b, guidance="cfg"))
         rows.append(dict(model="elit", budget=b, guidance="ccfg", weak_budget=BUDGETS[-1]))
@@ -129,6 +139,7 @@ def stage_eval(out: pathlib.Path, args) -> None:
     folder = out / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     teacher, student = load_models(out)
+    models = {"teacher": teacher, "elit": student, "elit-init": initial_student(out, teacher)}
     cond, _ = prompts(out, args.samples)
     labels = torch.arange(args.samples) % 10
     rows_path = folder / "rows.json"
@@ -140,7 +151,7 @@ def stage_eval(out: pathlib.Path, args) -> None:
         k = key(row)
         samples_path = folder / f"{k}.pt"
         if not samples_path.is_file():
-            model = teacher if row["model"] == "teacher" else student
+            model = models[row["model"]]
             start = time.perf_counter()
             images = elit.sample(model, range(args.samples), labels=cond, budget=row["budget"], steps=STEPS,
                                  shift=SHIFT, guidance=row["guidance"], scale=row["scale"] or None,
@@ -172,7 +183,7 @@ def stage_eval(out: pathlib.Path, args) -> None:
         mine = torch.load(folder / f"{k}.pt")["images"].clamp(-1, 1)
         row["rmse_to_teacher"] = round((mine - ref).pow(2).flatten(1).mean(1).sqrt().mean().item(), 4)
     from elit._io import write_json
-    write_json(rows_path, rows)
+    write_json(rows_path, {key(s): rows[key(s)] for s in settings(args.scale) if key(s) in rows})
 
 
 def stage_pipeline(out: pathlib.Path, args) -> None:

@@ -129,9 +129,11 @@ def test_an_epsilon_teacher_gives_the_rectified_flow_velocity():
     torch.testing.assert_close(abar / (1 - abar), ((1 - t.double()) / t.double()) ** 2, rtol=1e-6, atol=0)
 
 
-def test_a_converted_dit_finetunes_into_a_velocity_elit(fixtures_dir, tmp_path):
-    fx = fixtures_dir / "dit-a"
-    assert main(["convert", "--from", "dit", "--weights", str(fx / "weights.safetensors"), "--config",
+@pytest.mark.parametrize("source,fixture", [("dit", "dit-a"), ("uvit", "uvit-a")])
+def test_a_converted_epsilon_model_finetunes_into_a_velocity_elit(fixtures_dir, tmp_path, source, fixture):
+    """facebookresearch DiT (linear betas) and baofff U-ViT (scaled-linear betas) checkpoints."""
+    fx = fixtures_dir / fixture
+    assert main(["convert", "--from", source, "--weights", str(fx / "weights.safetensors"), "--config",
                  str(fx / "config.json"), "--out", str(tmp_path / "dit")]) == 0
     (tmp_path / "ft.yaml").write_text("""
 model: {head_depth: 1, tail_depth: 1, window: [4, 4]}
@@ -194,3 +196,12 @@ def test_finetune_under_fsdp2_with_two_processes(qwen_teacher, tmp_path):
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 2 and records[-1]["loss_distill"] > 0
     assert elit.load_pretrained(out / "model").budgets == list(range(2, 17))
+
+
+def test_a_run_folder_keeps_its_teacher(qwen_teacher, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "finetune.json").write_text(json.dumps({"teacher": "/elsewhere/teacher"}))
+    assert main(["finetune", "--teacher", str(qwen_teacher / "teacher"), "--config", str(qwen_teacher / "ft.yaml"),
+                 "--out", str(out)]) == 2
+    assert "fine-tunes teacher /elsewhere/teacher" in capsys.readouterr().err

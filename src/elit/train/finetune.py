@@ -85,23 +85,24 @@ def teacher_config(path, input_size: int | None = None, text_tokens: int | None 
     return elastic_config(stand_in, elit=False, input_size=input_size, text_tokens=text_tokens)
 
 
-def load_teacher(path, config: ModelConfig) -> ELITModel:
-    """The teacher as a plain ELITModel (eval, frozen), on the CPU in float32. `config` describes a
+def load_teacher(path, config: ModelConfig, dtype: torch.dtype = torch.float32) -> ELITModel:
+    """The teacher as a plain ELITModel (eval, frozen), on the CPU in `dtype`. `config` describes a
     diffusers teacher (its plain config); an elit model folder brings its own."""
     if teacher_kind(path) == "elit":
         from elit.hub import load_pretrained
-        return load_pretrained(path).requires_grad_(False)
+        return load_pretrained(path, dtype=dtype).requires_grad_(False)
     from elit.model.backbones.mmdit import import_diffusers
     transformer = getattr(import_diffusers(), json.loads((pathlib.Path(path) / "config.json").read_text())
-                          ["_class_name"]).from_pretrained(str(path), torch_dtype=torch.float32)
+                          ["_class_name"]).from_pretrained(str(path), torch_dtype=dtype)
     backbone = config.adapter(config.backbone, transformer)
     return ELITModel(config, backbone=backbone).eval().requires_grad_(False)
 
 
 def student_model(teacher: ELITModel, config: ModelConfig) -> ELITModel:
-    """Teacher weights (copied: the teacher stays as it is) plus a fresh interface."""
+    """Teacher weights (copied: the teacher stays as it is; float32, the trainer's master weights)
+    plus a fresh interface."""
     if teacher.backbone.wraps_pretrained:
-        backbone = config.adapter(config.backbone, copy.deepcopy(teacher.backbone.transformer))
+        backbone = config.adapter(config.backbone, copy.deepcopy(teacher.backbone.transformer).float())
         student = ELITModel(config, backbone=backbone)
     else:
         student = ELITModel(config)
@@ -157,8 +158,12 @@ class FinetuneTrainer(Trainer):
 
     def __init__(self, cfg: RunConfig, ft: FinetuneSettings, out, env: D.DistEnv):
         self.ft = ft
-        # an elit teacher brings its own config; a diffusers one is the student's backbone, plain
-        teacher_model = load_teacher(ft.teacher, dataclasses.replace(cfg.model, interface=None, split=None))
+        # an elit teacher brings its own config; a diffusers one is the student's backbone, plain.
+        # It only runs forward passes: under bf16 autocast it is held in bf16 (half the memory).
+        sy = cfg.system
+        bf16 = sy.precision == "bf16" or (sy.precision == "auto" and env.device.type == "cuda")
+        teacher_model = load_teacher(ft.teacher, dataclasses.replace(cfg.model, interface=None, split=None),
+                                     torch.bfloat16 if bf16 else torch.float32)
         self._teacher_model = teacher_model
         super().__init__(cfg, out, env)
         teacher_model.to(env.device)
