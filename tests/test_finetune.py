@@ -95,7 +95,6 @@ def test_distillation_halves_the_full_budget_distance_to_the_teacher(qwen_teache
     data = elit.data.build_dataset(cfg.data)
     before = distance_to_teacher(start, teacher, data)
     after = distance_to_teacher(elit.load_pretrained(out / "model"), teacher, data)
-    print(before, after)
     assert after < 0.5 * before
 
 
