@@ -66,6 +66,7 @@ CLI_CASES = [
     ("sample --model tiny --out s --labels shoe", "cannot read labels", None),
     ("sample --model tiny --out s --seeds 0-2 --labels 1,2", "2 labels for 3 seeds", None),
     ("sample --model tiny --out s --sampler rk4", "unknown sampler", None),
+    ("sample --model tiny --out s --sampler ddim", "ddim samples discrete-VP epsilon models", None),
     ("sample --model tiny --out s --dtype float64", "invalid choice", None),
     ("sample --model tiny --out s --bogus", "unrecognized arguments", None),
     ("sample --out s", "required: --model", None),
@@ -137,6 +138,10 @@ CLI_CASES = [
     (f"train --out r --max-steps 2 {TINY_TRAIN} optim.lr=1", "unknown config section", None),
     (f"train --out r --max-steps 2 {TINY_TRAIN} lr=1", "must look like section.key=value", None),
     ("train --config nope --out r", "neither a file nor a built-in preset", None),
+    # ---- elit finetune
+    ("finetune --config fmnist-t2i --out r", "no teacher", None),
+    ("finetune --teacher nope --config fmnist-t2i --out r", "not a model folder", None),
+    ("finetune --teacher tiny --config nope --out r", "fine-tuning presets", None),
     ("train --config badyaml.yaml --out r", "not valid YAML", None),
     (f"train --out r --max-steps 2 {TINY_TRAIN} model.in_channels=3", "set model.in_channels=1", NEEDS_DATA),
     (f"train --out r --max-steps 2 {TINY_TRAIN} model.window=[3,3]", "do not divide", None),

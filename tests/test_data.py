@@ -306,7 +306,7 @@ def test_loader_resumes_exactly():
 
 
 def test_build_dataset_errors(tmp_path):
-    with pytest.raises(ValueError, match="fmnist, moving-fmnist, folder, video-folder, latents"):
+    with pytest.raises(ValueError, match="valid names: fmnist, moving-fmnist, folder, video-folder, latents"):
         build_dataset({"name": "imagenet"})
     with pytest.raises(ValueError, match="unknown keys"):
         build_dataset({"name": "folder", "root": str(tmp_path), "imagesize": 64})

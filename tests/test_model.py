@@ -241,3 +241,35 @@ def test_wrapping_pretrained_weights_initialises_only_the_interface():
     assert model.interface.write.attn.proj.weight.abs().max() == 0                  # the interface is fresh
     with pytest.raises(ValueError, match="other arguments"):
         elit.ELITModel(cfg.override(hidden_size=64, num_heads=4), backbone=plain.backbone)
+
+
+@pytest.mark.parametrize("window", [(4, 4), (8, 8), (3, 5), (2, 4, 4), (1, 1), (16, 16)])
+def test_coarse_to_fine_order_is_a_spread_out_permutation(window):
+    """Every window cell once; each power-of-four prefix of a square power-of-two window is the
+    regular sub-lattice with that many cells (so kept latents spread over their window)."""
+    from elit.model.interface import coarse_to_fine_order
+    order = coarse_to_fine_order(window).tolist()
+    assert sorted(order) == list(range(math.prod(window)))
+    if len(window) == 2 and window[0] == window[1] and window[0] & (window[0] - 1) == 0:
+        w = window[0]
+        for n in (1, 4, 16, 64):
+            if n <= w * w:
+                stride = w // int(math.isqrt(n))
+                lattice = {r * w + c for r in range(0, w, stride) for c in range(0, w, stride)}
+                assert set(order[:n]) == lattice, n
+    if window == (4, 4):
+        assert order[:4] == [0, 8, 2, 10]          # (0,0), (2,0), (0,2), (2,2)
+
+
+def test_latent_pos_tokens_reuses_the_spatial_rope_of_each_latents_token():
+    from elit.model.backbones import CoreLayout
+    model = elit.create_model("ELIT-DiT-S/2", hidden_size=32, depth=3, num_heads=2, head_depth=1, tail_depth=1,
+                              input_size=16, in_channels=1, num_classes=2, latent_pos="tokens").eval()
+    x, t, y = torch.randn(2, 1, 16, 16), torch.rand(2), torch.tensor([0, 1])
+    _, _, ctx = model.backbone.embed(x, t, y)
+    index = model.interface.latent_token_index(model.config.grid, 3)
+    core = model.backbone.core_context(ctx, CoreLayout(4, 3, model.interface.latent_coordinates((8, 8), 3), False, index))
+    assert all(torch.equal(c, s[index]) for c, s in zip(core.rope, ctx.rope))
+    assert model(x, t, y, budget=3).shape == x.shape
+    with pytest.raises(ValueError, match="latent_pos='tokens' needs"):
+        elit.create_model("ELIT-U-ViT-original-S/2", latent_pos="tokens")

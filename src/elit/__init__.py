@@ -8,6 +8,9 @@
     v = model(x, t, y, budget=4)                   # velocity eps - x0, 4 latents kept per group
     model.budgets                                  # the valid budgets
 
+    elastic = elit.make_elastic(qwen_image_transformer, head_depth=8, tail_depth=8, window=(16, 16))
+    out = elastic(hidden_states=..., encoder_hidden_states=..., ..., budget=64)   # diffusers MM-DiTs
+
 Names are imported on first use, so `import elit` (and `elit --help`) stays fast.
 """
 from __future__ import annotations
@@ -21,6 +24,8 @@ _API = {  # public name -> module that defines it
     "create_model": "elit.model", "list_models": "elit.model",
     "load_pretrained": "elit.hub", "save_pretrained": "elit.hub",
     "sample": "elit.sampling",
+    "make_elastic": "elit.interop.diffusers", "ElasticTransformer": "elit.interop.diffusers",
+    "TextCondition": "elit.model",
     "UserError": "elit.errors",
 }
 __all__ = sorted(_API)

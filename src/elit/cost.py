@@ -70,7 +70,7 @@ def measured_gflops(config: ModelConfig, budget=None, input_size: int | None = N
         model = ELITModel(cfg).eval()
         x = torch.empty(1, *model.sample_shape())
         t = torch.empty(1)
-        y = torch.zeros(1, dtype=torch.long) if cfg.backbone.num_classes > 0 else None
+        y = model.backbone.example_condition(1)   # labels, None, or a text condition of args.text_tokens
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), counter:
         model(x, t, y, budget=budget)

@@ -24,7 +24,10 @@ READABLE_FORMATS = ("elit-model/1", FORMAT)
 
 
 def save_pretrained(model: ELITModel, path, extra: dict | None = None) -> pathlib.Path:
-    """Write `model` (its config and weights) to folder `path`, replacing it atomically."""
+    """Write `model` (its config and weights) to folder `path`, replacing it atomically. An
+    `elit.make_elastic` wrapper is saved as the ELITModel it holds."""
+    if not isinstance(model, ELITModel) and isinstance(getattr(model, "model", None), ELITModel):
+        model = model.model
     path = pathlib.Path(path)
     tmp = temp_dir_beside(path)
     try:

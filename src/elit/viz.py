@@ -35,10 +35,22 @@ def save_png_atomic(image: Image.Image, path) -> pathlib.Path:
     return pathlib.Path(path)
 
 
+def wrap_text(text: str, width: int, draw, font) -> list[str]:
+    """Greedy word wrap of `text` into lines at most `width` pixels wide."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textbbox((0, 0), f"{lines[-1]} {word}", font=font)[2] <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def render_grid(rows: list[torch.Tensor], row_labels: list[str], pad: int = 2,
                 min_size: int = 64, column_labels: list[str] | None = None) -> Image.Image:
     """One image: row r shows `rows[r]` (n, C, H, W) in [-1, 1] with `row_labels[r]` on its left,
-    and `column_labels` (e.g. class names) above the columns when given.
+    and `column_labels` above the columns when given: short ones (class names) widen the cells to
+    fit, long ones (prompts) are word-wrapped to the cell width.
 
     Rows may hold different numbers of images (shorter rows are left-aligned). Grayscale stays
     grayscale unless a row is RGB.
@@ -63,17 +75,22 @@ def render_grid(rows: list[torch.Tensor], row_labels: list[str], pad: int = 2,
         return box[2] - box[0], box[3] - box[1]
     headers = list(column_labels or [])[:cols]
     widest = max((text_size(s)[0] for s in headers), default=0) + 2 * pad
-    zoom = max(1, -(-min_size // h), -(-widest // w))  # ceil: upscale tiny images; fit the headers
+    zoom = max(1, -(-min_size // h))  # ceil: upscale tiny images to at least min_size pixels
+    if widest <= 2 * w * zoom:        # short headers: widen the cells to fit them on one line
+        zoom = max(zoom, -(-widest // w))
     cell_h, cell_w = h * zoom, w * zoom
+    heads = [wrap_text(s, cell_w - 2 * pad, probe, font) for s in headers]   # long ones: wrapped
+    line_h = max((text_size(line)[1] for lines in heads for line in lines), default=0)
     label_w = max(text_size(s)[0] for s in row_labels) + 2 * pad + 4
-    head_h = max((text_size(s)[1] for s in headers), default=0) + 2 * pad + 2 if headers else 0
+    head_h = max((len(lines) for lines in heads), default=0) * (line_h + 1) + 2 * pad + 1 if heads else 0
     mode, white = ("RGB", (255, 255, 255)) if rgb else ("L", 255)
     black = (0, 0, 0) if rgb else 0
     canvas = Image.new(mode, (label_w + cols * (cell_w + pad) + pad, head_h + len(rows) * (cell_h + pad) + pad), white)
     draw = ImageDraw.Draw(canvas)
-    for c, header in enumerate(headers):
-        left = label_w + c * (cell_w + pad) + (cell_w - text_size(header)[0]) // 2
-        draw.text((left, pad), header, font=font, fill=black)
+    for c, lines in enumerate(heads):
+        for k, line in enumerate(lines):
+            left = label_w + c * (cell_w + pad) + (cell_w - text_size(line)[0]) // 2
+            draw.text((left, pad + k * (line_h + 1)), line, font=font, fill=black)
     for r, (arr, label) in enumerate(zip(arrays, row_labels)):
         top = head_h + pad + r * (cell_h + pad)
         box = draw.textbbox((0, 0), label, font=font)

@@ -105,6 +105,7 @@ def run(args) -> int:
     from elit.sampling import parse_seeds, plan_gflops, plan_run, resolve_labels
     from elit.sampling.distributed import Shards
     from elit.sampling.folder import CLIP_FILES, IMAGE_FILES, SampleFolder
+    from elit.sampling.solvers import check_prediction
     if args.schedule and args.budget:
         raise UserError("give either --budget or --schedule, not both")
     out = output_folder(args.out)
@@ -122,6 +123,11 @@ def run(args) -> int:
     elif model.config.backbone.in_channels not in (1, 3):
         raise UserError(f"this model samples {model.config.backbone.in_channels}-channel latents; pass --vae with the "
                          f"AutoencoderKL its training latents came from to decode them to PNG")
+    if model.backbone.condition_kind == "text":
+        raise UserError("this is a text-to-image model: elit sample takes class labels, not prompts; sample it from "
+                        "Python with elit.sample(model, seeds, labels=TextCondition(...)) or through a diffusers "
+                        "pipeline (docs/text-to-image.md)")
+    check_prediction(model, args.sampler)     # e.g. ddim on a velocity model: refused before any file is written
     options = options_from_args(args)
     seeds = parse_seeds(args.seeds)
     labels = resolve_labels(_labels_arg(args.labels, model), seeds, model.num_classes)

@@ -1,7 +1,8 @@
 """Data for training and evaluation: Fashion-MNIST, image folders, pre-extracted VAE latents, and a
 resumable rank-sharded sampler.
 
-Every dataset yields (x float32, y int64) and exposes `num_classes` and `image_shape` (C, H, W), or
+Every dataset yields (x float32, y int64) -- captioned latents (text-latents) yield y = a dict of
+text-encoder tensors instead -- and exposes `num_classes` and `image_shape` (C, H, W), or
 (C, T, H, W) for clips -- for latents, the latent shape -- so the trainer can check a model config
 against its data.
 """
@@ -15,6 +16,7 @@ from elit.data.latents import LatentShardDataset, LatentShardWriter
 from elit.data.moving_fmnist import MovingFashionMNIST
 from elit.data.sampler import InfiniteLoader, ResumableSampler, infinite_batches
 from elit.data.synthetic import SyntheticDataset
+from elit.data.text_latents import TextLatentDataset, write_text_latents
 from elit.data.video_folder import VideoFolder
 from elit.errors import UserError
 
@@ -33,13 +35,14 @@ _DATASETS = {
                                            stride=s.get("stride", 1)), {"root", "frames", "size", "stride"}),
     "latents": (lambda s: LatentShardDataset(_need_root(s), flip=s.get("flip", False), seed=s.get("seed", 0)),
                 {"root", "flip", "seed"}),
+    "text-latents": (lambda s: TextLatentDataset(_need_root(s)), {"root"}),
     # Benchmarks only: noise with labels, so a GPU machine without datasets can measure throughput.
     "synthetic": (lambda s: SyntheticDataset(shape=s.get("shape", (4, 32, 32)), num_classes=s.get("num_classes", 1000),
                                              size=s.get("size", 100_000), seed=s.get("seed", 0)),
                   {"shape", "num_classes", "size", "seed", "root", "flip"}),  # root/flip: ignored
 }
 _ALIASES = {"moving_fmnist": "moving-fmnist", "mfmnist": "moving-fmnist", "fashion-mnist": "fmnist", "fashion_mnist": "fmnist", "image_folder": "folder",
-            "imagefolder": "folder", "latent_shards": "latents"}
+            "imagefolder": "folder", "latent_shards": "latents", "text_latents": "text-latents"}
 
 
 def _need_root(spec: dict) -> str:
@@ -69,4 +72,5 @@ def build_dataset(spec: dict) -> Dataset:
 
 __all__ = ["CLASS_NAMES", "FashionMNIST", "ImageFolder", "InfiniteLoader", "LatentShardDataset",
            "LatentShardWriter", "MovingFashionMNIST", "ResumableSampler", "VideoFolder", "build_dataset", "center_crop_arr", "infinite_batches",
-           "load_fashion_mnist", "SyntheticDataset"]
+           "load_fashion_mnist", "SyntheticDataset", "TextLatentDataset",
+           "write_text_latents"]

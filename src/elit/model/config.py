@@ -72,11 +72,25 @@ class ModelConfig:
                             f"(input_size {self.backbone.input_size} / patch {self.backbone.patch_size}); set window "
                             f"to divisors of it, e.g. {example} for 16 groups")
         self.budget_space  # noqa: B018  (validates J_min against J)
+        if self.interface.latent_pos == "tokens":
+            if not self.adapter.token_positions(self.backbone):
+                raise UserError(f"latent_pos='tokens' needs a backbone whose tokens carry positions the core can "
+                                f"reuse (RoPE, or an MM-DiT adapter); backbone {type(self.backbone).name!r} has none: "
+                                f"use latent_pos='learned' or 'none'")
+            if self.latents_per_group > math.prod(self.window):
+                raise UserError(f"latent_pos='tokens' puts each latent on one token of its window, so J = "
+                                f"{self.latents_per_group} latents per group cannot exceed the {math.prod(self.window)} "
+                                f"tokens of a window; use latent_pos='rope' ((slot, group) coordinates) or 'learned'")
 
     # ------------------------------------------------------------------ derived values
     @property
     def adapter(self):
         return BACKBONES[type(self.backbone).name]
+
+    @property
+    def conditional(self) -> bool:
+        """Does the model take a condition guidance can drop (class labels or text)?"""
+        return self.backbone.num_classes > 0 or self.adapter.condition_kind == "text"
 
     @property
     def elastic(self) -> bool:

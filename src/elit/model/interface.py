@@ -12,6 +12,7 @@ core, latents are flattened group-major to (B, G*j, D).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -51,6 +52,36 @@ def ungroup_tokens(x: torch.Tensor, grid: tuple[int, ...], window: tuple[int, ..
     x = x.reshape(B, *counts, *window, D)
     order = [0] + [v for a in range(axes) for v in (1 + a, 1 + axes + a)] + [1 + 2 * axes]
     return x.permute(*order).reshape(B, math.prod(grid), D)
+
+
+def coarse_to_fine_order(window: tuple[int, ...]) -> torch.Tensor:
+    """The cells of a window (raster indices) in coarse-to-fine order: every prefix is spread over
+    the window, and the whole order is a permutation of the window's cells.
+
+    The order is bit-reversed Morton (Z) order over the smallest power-of-two box holding the
+    window, with cells outside the window skipped. For a 4x4 window the first 4 cells are the
+    stride-2 sub-lattice (0,0), (2,0), (0,2), (2,2); the first 8 add the odd rows; all 16 cover the
+    window. A latent slot s takes the position of cell order[s], so at budget j the kept latents sit
+    on a spread-out subset of the window, and at full budget (J = cells) exactly on its tokens.
+    """
+    return torch.tensor(_coarse_to_fine(tuple(int(w) for w in window)), dtype=torch.long)
+
+
+@functools.lru_cache(maxsize=None)   # computed once per window shape, not at every forward
+def _coarse_to_fine(window: tuple[int, ...]) -> tuple[int, ...]:
+    bits = max(max(w - 1, 0).bit_length() for w in window)   # bits per axis of the power-of-two box
+    axes, total = len(window), len(window) * bits
+    cells = []
+    for code in range(1 << total):
+        rev = int(format(code, f"0{total}b")[::-1], 2) if total else 0
+        # de-interleave: bit k of axis a sits at position k * axes + (axes - 1 - a) of the Morton code
+        pos = [sum(((rev >> (k * axes + axes - 1 - a)) & 1) << k for k in range(bits)) for a in range(axes)]
+        if all(p < w for p, w in zip(pos, window)):
+            index = 0
+            for p, w in zip(pos, window):
+                index = index * w + p
+            cells.append(index)
+    return tuple(cells)
 
 
 def group_coordinates(grid: tuple[int, ...], window: tuple[int, ...]) -> torch.Tensor:
@@ -123,6 +154,9 @@ class Write(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the interface
+LATENT_POSITIONS = ("rope", "tokens", "learned", "none")
+
+
 @dataclass(frozen=True)
 class InterfaceConfig:
     """How the latent interface is built. None fields derive from the backbone at build size
@@ -137,7 +171,10 @@ class InterfaceConfig:
     write_norm: bool = True
     window_pos: bool = True                  # learnable within-window position for Read keys / Write queries
     window_pos_in_residual: bool = False     # authors' code adds those positions into the token stream
-    latent_pos: str = "rope"                 # "rope" (core RoPE over slot, group coords), "learned", "none"
+    # Positions of the latents in the core: "rope" (RoPE over (slot, group coords)), "tokens" (slot s
+    # of window g takes the position of token coarse_to_fine_order[s] of g; J <= tokens per window),
+    # "learned" (a table), "none".
+    latent_pos: str = "rope"
     latent_pos_table_size: int | None = None  # rows of the learned latent position table (None: G*J)
     write_sees_dropped: bool = False         # authors' code: Write also attends to dropped latents
 
@@ -146,8 +183,9 @@ class InterfaceConfig:
             object.__setattr__(self, "window", tuple(int(w) for w in self.window))
             if not self.window or min(self.window) < 1:
                 raise UserError(f"window must be positive token counts per axis, got {list(self.window)}")
-        if self.latent_pos not in ("rope", "learned", "none"):
-            raise UserError(f"latent_pos must be 'rope', 'learned' or 'none', got {self.latent_pos!r}")
+        if self.latent_pos not in LATENT_POSITIONS:
+            raise UserError(f"latent_pos must be one of {', '.join(map(repr, LATENT_POSITIONS))}, "
+                            f"got {self.latent_pos!r}")
         if self.qk_norm not in ("full", "head", "none"):
             raise UserError(f"interface qk_norm must be 'full', 'head' or 'none', got {self.qk_norm!r}")
         if self.read_adaln_chunks < 6:
@@ -187,6 +225,17 @@ class LatentInterface(nn.Module):
         coords = torch.cat([slots[None, :, None].expand(len(groups), kept, 1),
                             groups[:, None, :].expand(len(groups), kept, groups.shape[1])], dim=-1)
         return coords.reshape(-1, coords.shape[-1])
+
+    def latent_token_index(self, grid: tuple[int, ...], kept: int) -> torch.Tensor:
+        """(G*kept,) raster index of the token whose position each core latent takes (group-major):
+        slot s of window g sits on token coarse_to_fine_order(window)[s] of g (latent_pos="tokens")."""
+        n = math.prod(self.window)
+        if kept > n:
+            raise UserError(f"latent_pos='tokens' gives each latent the position of one token of its window, "
+                            f"so at most {n} latents per window; got {kept}. Use latent_pos='rope' or 'learned'")
+        raster = torch.arange(math.prod(grid)).view(1, -1, 1)
+        members = group_tokens(raster, grid, self.window)[0, :, :, 0]          # (G, n) raster index
+        return members[:, coarse_to_fine_order(self.window)[:kept]].reshape(-1)
 
     def _latent_pos_index(self, grid: tuple[int, ...], kept: int) -> torch.Tensor:
         """Row of the learned latent position table for each (group, slot), shape (G, kept).

@@ -104,18 +104,11 @@ class ELITModel(nn.Module):
         if t.shape != (B,):
             raise UserError(f"t must be a scalar or have shape ({B},), got {tuple(t.shape)}")
         num_classes = self.num_classes
-        if num_classes > 0:
-            if y is None:
-                raise UserError("y is required for a class-conditional model; pass model.null_class_id "
-                                 "for the unconditional pass")
-            y = torch.as_tensor(y, device=x.device)
-            if y.shape != (B,) or y.dtype not in (torch.int64, torch.int32):
-                raise UserError(f"y must be an integer tensor of shape ({B},), got {tuple(y.shape)} {y.dtype}")
-        elif y is not None:
-            raise UserError("this model is unconditional (num_classes=0); pass y=None")
+        y = self.backbone.check_condition(y, B, x.device)
         if self.check_values and x.device.type != "meta" and not torch.compiler.is_compiling():
             bad_t = ~torch.isfinite(t) | (t < 0) | (t > 1)
-            bad_y = torch.zeros_like(bad_t) if y is None else (y < 0) | (y > num_classes)
+            labels = isinstance(y, torch.Tensor)
+            bad_y = (y < 0) | (y > num_classes) if labels else torch.zeros_like(bad_t)
             if bool(torch.cat([bad_t, bad_y]).any()):   # one host sync for both checks
                 if bool(bad_t.any()):
                     raise UserError(f"t must be finite times in [0, 1] (t = 1 is pure noise), got "
@@ -135,7 +128,7 @@ class ELITModel(nn.Module):
         x: (B, C, H, W) noisy input, x_t = (1 - t) x0 + t eps.
         t: (B,) or a scalar, floats in [0, 1]; t = 1 is pure noise, t = 0 data.
         y: (B,) int class labels; `model.null_class_id` for the unconditional pass; None if
-           unconditional (num_classes = 0).
+           unconditional (num_classes = 0); a TextCondition for text-to-image backbones (MM-DiTs).
         budget: latents kept per group, an int in `model.budgets`; a float in (0, 1] is a fraction
            of J (floored); None is the full budget. Plain backbones take None only.
         Returns a tensor shaped like x (2C channels for learned-sigma DiT checkpoints).
@@ -143,7 +136,7 @@ class ELITModel(nn.Module):
         kept = self.resolve_budget(budget)
         t, y = self._check_inputs(x, t, y)
         h, side, ctx = self.backbone.embed(x, t, y)
-        if self.interface is not None:  # fail before any block runs if the windows do not fit
+        if self.interface is not None:
             try:
                 check_grid(ctx.grid, self.interface.window)
             except UserError as e:
@@ -151,6 +144,15 @@ class ELITModel(nn.Module):
                 raise UserError(f"x is {x.shape[-2]}x{x.shape[-1]}: {e}. This model was built for {size}x{size}; pad or "
                                 f"resize to a size the windows fit (Fashion-MNIST's 28x28 images are padded to 32x32 "
                                 f"with background: torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1))") from None
+        h, side = self.run_blocks(h, side, ctx, kept)
+        return self.backbone.finish(h, side, ctx)
+
+    def run_blocks(self, h, side, ctx, kept: int | None):
+        """Head -> Read -> core on `kept` latents per group -> Write -> tail, on an embedded input.
+        Entry points with other signatures (the diffusers wrapper, elit.interop.diffusers) embed
+        and finish through their adapter and call this."""
+        if self.interface is not None:  # fail before any block runs if the windows do not fit
+            check_grid(ctx.grid, self.interface.window)
         head, core, tail = self._layout
         for i in head:
             h, side = self._block(i, h, side, ctx)
@@ -158,15 +160,17 @@ class ELITModel(nn.Module):
             h, side = self._core(h, side, ctx, core, kept)
         for i in tail:
             h, side = self._block(i, h, side, ctx)
-        return self.backbone.finish(h, side, ctx)
+        return h, side
 
     def _core(self, h, side, ctx, core, kept):
         """Read -> the core blocks on the kept latents -> Write; returns the spatial stream."""
         latents, grouped = self.interface.read_latents(h, ctx.grid, ctx.cond, kept)
         B, G, _, D = latents.shape
         seq = latents[:, :, :kept].reshape(B, G * kept, D)
+        where = self.interface.settings.latent_pos
         layout = CoreLayout(groups=G, kept=kept, coords=self.interface.latent_coordinates(ctx.grid, kept),
-                            rope=self.interface.settings.latent_pos == "rope")
+                            rope=where == "rope",
+                            token_index=self.interface.latent_token_index(ctx.grid, kept) if where == "tokens" else None)
         core_ctx = self.backbone.core_context(ctx, layout)
         seq, side = self.backbone.enter_core(seq, side, core_ctx)
         for i in core:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from elit.errors import UserError
+from elit.model.condition import batch_condition
 
 MODES = ("none", "cfg", "ccfg", "ag")
 
@@ -132,8 +133,10 @@ def pass_budgets(guidance: Guidance, t: float, budget, weak) -> list:
     return [budget, budget if guidance.mode == "cfg" else weak]
 
 
-def guided_velocity(model, x, t: float, y, budget, guidance: Guidance, weak) -> torch.Tensor:
-    """One guided velocity evaluation at time t (a float) for the batch x."""
+def guided_velocity(model, x, t: float, y, budget, guidance: Guidance, weak, null=None) -> torch.Tensor:
+    """One guided evaluation at time t (a float) for the batch x: the velocity, or epsilon for an
+    epsilon model (the formulas are linear in the prediction). `null` is the unconditional input
+    of cfg / ccfg (default: `model.null_condition(y)`; a negative prompt's encoding for text)."""
     B = x.shape[0]
     tt = torch.full((B,), t, dtype=torch.float32, device=x.device)
     if not guidance.applies_at(t):
@@ -141,10 +144,10 @@ def guided_velocity(model, x, t: float, y, budget, guidance: Guidance, weak) -> 
     if guidance.mode == "ag":
         weak_y = y
     else:
-        weak_y = model.null_condition(y)
+        weak_y = null if null is not None else model.null_condition(y)
     weak_budget = budget if guidance.mode == "cfg" else weak
     if weak_budget == budget:  # one batched forward for both passes
-        both_y = None if y is None else torch.cat([y, weak_y])
+        both_y = batch_condition([y, weak_y])
         strong, weak_v = model(torch.cat([x, x]), torch.cat([tt, tt]), both_y, budget=budget).chunk(2)
     else:
         strong = model(x, tt, y, budget=budget)

@@ -11,7 +11,7 @@ from elit.model import BudgetSpace
 from elit.sampling.guidance import Guidance, check_budgets, make_guidance, pass_budgets, resolve_weak_budget
 from elit.sampling.schedules import check_steps, step_budgets, time_grid
 
-SAMPLERS = ("euler", "heun")
+SAMPLERS = ("euler", "heun", "ddim")   # ddim: converted epsilon models (sampling/ddim.py)
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ def plan_run(budget_rules, *, steps=40, sampler="euler", budget=None, schedule=N
         raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
     g = guidance if isinstance(guidance, Guidance) else make_guidance(guidance, scale, w, weak_budget, interval)
     if g.mode in ("cfg", "ccfg") and not conditional:
-        raise UserError(f"{g.mode} needs a class-conditional model (with a null class); this one is "
-                         f"unconditional: use ag or none")
+        raise UserError(f"{g.mode} needs a class-conditional or text-conditional model (a null class or a "
+                         f"caption to drop); this one is unconditional: use ag or none")
     times = time_grid(steps, shift)
     budgets = [space.resolve(b) for b in step_budgets(times, budget, schedule)]
     weak = resolve_weak_budget(g, space.budgets, space.resolve)
@@ -91,7 +91,7 @@ def sampling_gflops(config, steps, budget=None, guidance="none", weak_budget=Non
         config = config.with_input_size(input_size)
     plan = plan_run(config, steps=steps, sampler=sampler, budget=budget, schedule=schedule,
                     guidance=guidance, scale=scale, weak_budget=weak_budget, interval=interval, shift=shift,
-                    conditional=config.backbone.num_classes > 0)
+                    conditional=config.conditional)
     return plan_gflops(config, plan, input_size)
 
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import torch
 
 from elit.errors import UserError
+from elit.flow.vp import VPSchedule
+from elit.model.condition import TextCondition
 from elit.sampling.cache import TeaCache
+from elit.sampling.ddim import integrate_ddim
 from elit.sampling.guidance import guided_velocity
 from elit.sampling.plan import RunPlan, plan_run
 
@@ -118,20 +121,52 @@ def _model_device_dtype(model):
     return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
 
 
+def _condition(labels, device, dtype):
+    """Labels (ints) -> a tensor; a TextCondition -> on the device, floats in the model's dtype."""
+    if labels is None:
+        return None
+    if isinstance(labels, TextCondition):
+        return labels.to(device, dtype)
+    return torch.tensor(labels, dtype=torch.long, device=device)
+
+
+def text_conditions(model, seeds: list[int], labels, negative):
+    """A text model's per-seed conditions: one TextCondition per seed (or one for all)."""
+    out = []
+    for name, cond in (("labels", labels), ("negative", negative)):
+        if cond is None and name == "negative":
+            out.append(None)
+            continue
+        if not isinstance(cond, TextCondition):
+            raise UserError(f"a text-to-image model samples from prompts: pass {name} = a TextCondition (the text "
+                            f"encoder's output, one row per seed or one for all), got {type(cond).__name__}")
+        if len(cond) == 1 and len(seeds) > 1:
+            cond = cond.repeat(len(seeds))
+        if len(cond) != len(seeds):
+            raise UserError(f"{len(cond)} {name} prompts for {len(seeds)} seeds; give one or one per seed")
+        out.append(cond)
+    return out
+
+
 @torch.no_grad()
-def sample_batch(model, seeds: list[int], labels: list[int] | None, plan: RunPlan,
-                 input_size: int | None = None, on_step=None) -> torch.Tensor:
-    """One batch: (N, C, H, W) float32 on the CPU, data space, not clamped."""
+def sample_batch(model, seeds: list[int], labels, plan: RunPlan, input_size: int | None = None,
+                 negative=None, noise_schedule: str | None = None, on_step=None) -> torch.Tensor:
+    """One batch: (N, C, H, W) float32 on the CPU, data space, not clamped. `labels`: ints, None or
+    a TextCondition; `negative`: the unconditional input of cfg / ccfg (default: the model's null);
+    `on_step()` is called after each denoising step (a progress bar)."""
     device, dtype = _model_device_dtype(model)
     x = initial_noise(seeds, model.sample_shape(input_size), device)
-    y = None if labels is None else torch.tensor(labels, dtype=torch.long, device=device)
+    y, null = _condition(labels, device, dtype), _condition(negative, device, dtype)
     if hasattr(model, "reset"):
         model.reset()  # a cache wrapper starts every trajectory fresh
 
-    def velocity(x, t, budget):
-        v = guided_velocity(model, x.to(dtype), t, y, budget, plan.guidance, plan.weak_budget)
-        return v.float()
+    def velocity(x, t, budget):   # epsilon for ddim; only the first C channels are the prediction
+        v = guided_velocity(model, x.to(dtype), t, y, budget, plan.guidance, plan.weak_budget, null)
+        return v[:, : x.shape[1]].float()   # (learned-sigma checkpoints have 2C)
 
+    if plan.sampler == "ddim":
+        schedule = VPSchedule.for_model(model.config, noise_schedule)
+        return integrate_ddim(velocity, x, plan, schedule, on_step).cpu()
     return integrate(velocity, x, plan, on_step).cpu()
 
 
@@ -144,19 +179,33 @@ def progress_bar(total_steps: int, desc: str):
                 mininterval=0.5 if sys.stderr.isatty() else 30)
 
 
-def iter_batches(model, seeds, labels=None, batch_size: int = 64, input_size=None, progress=False, **options):
+def check_prediction(model, sampler: str) -> None:
+    """Rectified-flow solvers need a velocity model; ddim an epsilon (discrete VP) model."""
+    prediction = model.config.backbone.prediction
+    if sampler == "ddim" and prediction != "epsilon":
+        raise UserError(f"ddim samples discrete-VP epsilon models (converted DiT / U-ViT); this model predicts "
+                        f"{prediction!r}: use sampler 'euler' or 'heun'")
+    if sampler != "ddim" and prediction != "velocity":
+        raise UserError(f"this model predicts {prediction!r} (a converted DiT or U-ViT), not a rectified-flow "
+                         "velocity; sample it with sampler='ddim' (see docs/interop.md)")
+
+
+def iter_batches(model, seeds, labels=None, batch_size: int = 64, input_size=None, progress=False,
+                 negative=None, noise_schedule=None, **options):
     """Validate everything, then yield (seeds, labels, images) batch by batch (see `sample`).
     progress: False, True (a bar over every denoising step of every batch), or a bar to advance."""
-    prediction = model.config.backbone.prediction
-    if prediction != "velocity":
-        raise UserError(f"this model predicts {prediction!r} (a converted DiT or U-ViT), not a rectified-flow "
-                         "velocity; the rectified-flow samplers do not apply to it (see docs/interop.md)")
+    check_prediction(model, options.get("sampler", "euler"))
     seeds = parse_seeds(seeds)
-    labels = resolve_labels(labels, seeds, model.num_classes)
+    if model.backbone.condition_kind == "text":
+        labels, negative = text_conditions(model, seeds, labels, negative)
+    else:
+        if negative is not None:
+            raise UserError("negative conditions are for text-to-image models; a class model's is its null class")
+        labels = resolve_labels(labels, seeds, model.num_classes)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch size must be an integer >= 1, got {batch_size!r}")
     cache = options.pop("cache", None)
-    plan = plan_run(model, conditional=model.num_classes > 0, **options)
+    plan = plan_run(model, conditional=model.config.conditional, **options)
     if cache is not None and not hasattr(cache, "reset"):
         cache = TeaCache(model, threshold=cache)
     runner = cache if cache is not None else model
@@ -168,9 +217,10 @@ def iter_batches(model, seeds, labels=None, batch_size: int = 64, input_size=Non
         for number, start in enumerate(range(0, len(seeds), batch_size), 1):
             s = seeds[start:start + batch_size]
             lab = None if labels is None else labels[start:start + batch_size]
+            neg = None if negative is None else negative[start:start + batch_size]
             if own and batches > 1:
                 bar.set_postfix_str(f"batch {number}/{batches}", refresh=False)
-            yield s, lab, sample_batch(runner, s, lab, plan, input_size, step)
+            yield s, lab, sample_batch(runner, s, lab, plan, input_size, neg, noise_schedule, step)
     finally:
         if own:
             bar.close()
@@ -179,12 +229,16 @@ def iter_batches(model, seeds, labels=None, batch_size: int = 64, input_size=Non
 def sample(model, seeds, labels=None, budget=None, steps: int = 40, sampler: str = "euler",
            guidance: str = "none", scale=None, w=None, weak_budget=None, schedule=None, interval=None,
            shift: float = 1.0, batch_size: int = 64, input_size: int | None = None, cache=None,
-           progress=False) -> torch.Tensor:
+           progress=False, negative=None, noise_schedule: str | None = None) -> torch.Tensor:
     """Generate one image per seed: (N, C, H, W) float32 on the CPU, data space, no clamping.
 
     model: an ELITModel (or a wrapper with its signature, e.g. `elit.sampling.TeaCache`).
     seeds: ints (strictly increasing) or a string like '0-63'. labels: None (seed % num_classes),
-        one int for all, or one per seed; `model.null_class_id` samples unconditionally.
+        one int for all, or one per seed; `model.null_class_id` samples unconditionally. A
+        text-to-image model takes a TextCondition instead (one row per seed, or one for all), and
+        `negative`, the unconditional input of cfg / ccfg (default: the dropped caption).
+    sampler: 'euler' | 'heun' (velocity models) | 'ddim' (converted epsilon models, DiT / U-ViT;
+        `noise_schedule` 'linear' or 'scaled-linear', default by backbone: elit.flow.vp).
     budget: latents per group (int), a fraction of J (float) or None (full); or `schedule`, a rule
         string like '4@0.5,16' or a per-step list (see `elit.sampling.schedules`).
     guidance: 'none' | 'cfg' | 'ccfg' | 'ag' with `scale` = lambda (0 = none) or `w` = 1 + lambda;
@@ -194,5 +248,6 @@ def sample(model, seeds, labels=None, budget=None, steps: int = 40, sampler: str
     """
     batches = iter_batches(model, seeds, labels, batch_size=batch_size, input_size=input_size, progress=progress,
                            steps=steps, sampler=sampler, budget=budget, schedule=schedule, guidance=guidance,
-                           scale=scale, w=w, weak_budget=weak_budget, interval=interval, shift=shift, cache=cache)
+                           scale=scale, w=w, weak_budget=weak_budget, interval=interval, shift=shift, cache=cache,
+                           negative=negative, noise_schedule=noise_schedule)
     return torch.cat([images for _, _, images in batches])

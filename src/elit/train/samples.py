@@ -36,30 +36,37 @@ def column_labels(num_classes: int, per_row: int, class_names: list[str] | None 
 
 
 def write_budget_grid(model, path, budgets: list | None = None, steps: int = 40, per_row: int = 10,
-                      class_names: list[str] | None = None, progress: bool = False) -> pathlib.Path:
-    """Sample seeds 0..per_row-1 (labels seed % num_classes) at every budget; one PNG (rows = budgets,
-    columns = classes). GFLOPs are analytic, per image and per forward pass (2 x multiply-adds). A
-    video model's grid shows filmstrips, with an animated GIF of the same grid beside the PNG."""
+                      class_names: list[str] | None = None, progress: bool = False, labels=None,
+                      captions: list[str] | None = None) -> pathlib.Path:
+    """Sample seeds 0..per_row-1 at every budget; one PNG (rows = budgets, columns = classes). A class
+    model's seed i has label i % num_classes (columns headed by `class_names`); a text-to-image model
+    takes `labels`, a TextCondition with one prompt per column (headed by `captions`). GFLOPs are
+    analytic, per image and per forward pass (2 x multiply-adds). A video model's grid shows
+    filmstrips, with an animated GIF of the same grid beside the PNG."""
     from elit.sampling import sample
     from elit.sampling.solvers import progress_bar
     from elit.viz import budget_grid
     budgets = budgets or default_sample_budgets(model)
     was_training = model.training
     model.eval()
-    rows, labels = [], []
+    rows, names = [], []
     bar = progress_bar(len(budgets) * steps, f"budget grid ({len(budgets)} budgets)") if progress else None
     try:
         with torch.no_grad():
             for budget in budgets:
-                images = sample(model, seeds=list(range(per_row)), budget=budget, steps=steps, progress=bar or False)
+                images = sample(model, seeds=list(range(per_row)), labels=labels, budget=budget, steps=steps,
+                                progress=bar or False)
                 rows.append(images.clamp(-1, 1))
-                labels.append(row_label(model.config, budget))
+                names.append(row_label(model.config, budget))
     finally:
         if bar is not None:
             bar.close()
     model.train(was_training)
-    columns = column_labels(model.num_classes, per_row, class_names)
+    if labels is None:
+        columns = column_labels(model.num_classes, per_row, class_names)
+    else:
+        columns = captions if captions and len(captions) == per_row else None
     if rows[0].dim() == 5:
         from elit.video import clip_grid
-        return clip_grid(rows, labels, path, column_labels=columns)[0]
-    return budget_grid(rows, labels, path, column_labels=columns)
+        return clip_grid(rows, names, path, column_labels=columns)[0]
+    return budget_grid(rows, names, path, column_labels=columns)

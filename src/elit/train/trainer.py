@@ -28,7 +28,7 @@ from elit.data.seeding import derive_seed
 from elit.errors import UserError
 from elit.flow import TimeSampler, flow_loss
 from elit.hub import save_pretrained
-from elit.model import ELITModel, ModelConfig
+from elit.model import ELITModel, ModelConfig, TextCondition
 from elit.model.interface import check_grid
 from elit.train import distributed as D
 from elit.train.budgets import TrainingBudgets
@@ -65,6 +65,11 @@ def check_model_fits_data(model: ModelConfig, dataset) -> None:
                         f"set model.input_size={H} ({fix})")
     if model.elastic:
         check_grid(model.grid, model.window)   # ModelConfig checked it at the build size, which is H
+    text_data = hasattr(dataset, "condition")
+    if text_data != (model.adapter.condition_kind == "text"):
+        what = "captioned latents (text-latents)" if text_data else "class-labelled images"
+        raise UserError(f"the data holds {what} but backbone {b.name!r} takes "
+                        f"{'text' if not text_data else 'class labels'}; pick a model for this data ({fix})")
     if b.num_classes not in (0, dataset.num_classes):
         raise UserError(f"the data has {dataset.num_classes} classes but model.num_classes={b.num_classes}; "
                         f"set model.num_classes={dataset.num_classes} (or 0 for an unconditional model)")
@@ -110,7 +115,7 @@ class Trainer:
         check_model_fits_data(cfg.model, self.dataset)
 
         torch.manual_seed(tr.seed)  # identical init on every rank (FSDP2 does not broadcast weights)
-        model = ELITModel(cfg.model).to(env.device)
+        model = self.build_model().to(env.device)
         model.grad_checkpointing = sy.grad_checkpointing
         model.check_values = False   # t and y come from this trainer, not from a user
         self.schedule = TrainingBudgets(tr.budget, model.budget_space, tr.seed, tr.budget_min, tr.budget_max)
@@ -136,6 +141,37 @@ class Trainer:
         self.resumed_at = None       # the step this process resumed from, if it did
         self.nonfinite = []          # steps in the current streak of NaN/Inf loss or gradient norm
         self.log = RunLog(self.out, env.is_main, cfg.log.tensorboard)
+
+    # ------------------------------------------------------------------ what a subclass may change
+    # (elit finetune, elit.train.finetune: a student built from a teacher, a distillation loss)
+    def build_model(self) -> ELITModel:
+        return ELITModel(self.cfg.model)
+
+    def batch_condition(self, y, drop: torch.Tensor):
+        """The batch's condition on the device: dropped labels become the null class; captioned data
+        (a dict of text-encoder tensors) becomes a TextCondition with dropped captions nulled."""
+        if isinstance(y, dict):
+            cond = TextCondition(**{k: v.to(drop.device, non_blocking=True) for k, v in y.items()})
+            return cond.where(drop, self.model.null_condition(cond))
+        if self.cfg.model.backbone.num_classes > 0:
+            return torch.where(drop, torch.full_like(y, self.null_class), y.to(drop.device))
+        return None
+
+    def grid_labels(self):
+        """Columns of the sample grids: None (class seed % num_classes), or for captioned data a
+        TextCondition of its first captions."""
+        if not hasattr(self.dataset, "condition"):
+            return None
+        rows = [self.dataset.condition(k) for k in range(min(self.cfg.log.sample_per_row, self.dataset.num_captions))]
+        return TextCondition(**{k: torch.stack([r[k] for r in rows]) for k in rows[0]})
+
+    def loss(self, x, y, t, eps, budget) -> torch.Tensor:
+        """Per-sample training loss, shape (B,)."""
+        return flow_loss(self.wrapped, x, y, t, eps, budget=budget)
+
+    def log_terms(self) -> dict:
+        """Extra fields for the next log record (averages since the last one)."""
+        return {}
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -212,12 +248,9 @@ class Trainer:
         drop = torch.rand(n, generator=g, device=dev) < tr.class_dropout_prob
         mine = slice(env.rank, None, env.world_size)
         eps, t, drop = eps[mine], t[mine], drop[mine]
-        if self.cfg.model.backbone.num_classes > 0:
-            y = torch.where(drop, torch.full_like(y, self.null_class), y.to(dev))
-        else:
-            y = None
+        y = self.batch_condition(y, drop)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
-            per_sample = flow_loss(self.wrapped, x, y, t, eps, budget=budget)
+            per_sample = self.loss(x, y, t, eps, budget)
         self.optimizer.zero_grad(set_to_none=True)
         per_sample.mean().backward()
         # The norm is needed anyway to notice divergence; an infinite max_norm leaves the gradients as they are.
@@ -256,13 +289,21 @@ class Trainer:
     def sample_grid(self) -> pathlib.Path | None:
         ema = self.ema.full_state()  # collective under FSDP
         path = None
-        if self.env.is_main:
+        channels = self.cfg.model.backbone.in_channels
+        if self.env.is_main and channels not in (1, 3):   # latents: a grid needs the VAE (elit sample --vae)
+            print(f"elit train: no sample grid ({channels}-channel latents are not images)")
+        elif self.env.is_main:
             model = self.ema_model(ema)
             lg = self.cfg.log
             path = self.out / "samples" / f"step-{self.step:07d}.png"
+            labels = self.grid_labels()
             try:
-                write_budget_grid(model, path, lg.sample_budgets, lg.sample_steps, lg.sample_per_row,
-                                  class_names=getattr(self.dataset, "class_names", None))
+                if labels is None:
+                    write_budget_grid(model, path, lg.sample_budgets, lg.sample_steps, lg.sample_per_row,
+                                      class_names=getattr(self.dataset, "class_names", None))
+                else:
+                    write_budget_grid(model, path, lg.sample_budgets, lg.sample_steps, len(labels), labels=labels,
+                                      captions=self.dataset.captions()[:len(labels)])
             except ImportError as e:  # the sampler is an optional part of a partial install
                 print(f"elit train: no sample grid ({e})")
                 path = None
@@ -312,7 +353,7 @@ class Trainer:
                 # the first record after a resume, which starts a fresh average at the checkpoint).
                 record = {"step": self.step, **record, "steps_averaged": averaged, "lr": self.scheduler.get_last_lr()[0],
                           "images_per_s": since * tr.global_batch_size / elapsed, "budget": budget,
-                          "grad_norm": float(D.full_tensor(grad_norm))}
+                          "grad_norm": float(D.full_tensor(grad_norm)), **self.log_terms()}
                 if self.resumed_at is not None and self.step - averaged == self.resumed_at:
                     record["first_after_resume_at"] = self.resumed_at
                 self.log.write(record)

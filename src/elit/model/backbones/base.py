@@ -102,6 +102,9 @@ class CoreLayout:
     kept: int
     coords: torch.Tensor        # (groups*kept, 1+axes): (slot, group position...) of every latent
     rope: bool                  # do latents take rotary positions (interface latent_pos == "rope")?
+    # latent_pos == "tokens": (groups*kept,) raster index of the image token whose position each
+    # latent takes (see interface.coarse_to_fine_order); None otherwise
+    token_index: torch.Tensor | None = None
 
 
 class Backbone(nn.Module):
@@ -110,6 +113,8 @@ class Backbone(nn.Module):
     # True when the adapter holds pretrained weights it did not create: the wrapper then
     # initialises only the latent interface (init policy).
     wraps_pretrained: bool = False
+    # What y is: "label" (class ids, or None for num_classes = 0) or "text" (a TextCondition).
+    condition_kind: ClassVar[str] = "label"
     blocks: nn.ModuleList
 
     def __init__(self, args: BackboneArgs):
@@ -121,6 +126,11 @@ class Backbone(nn.Module):
     @classmethod
     def check_layout(cls, args: BackboneArgs, head: int, tail: int) -> None:
         """Refuse an ELIT split this backbone cannot run (e.g. skips across the interface)."""
+
+    @classmethod
+    def token_positions(cls, args: BackboneArgs) -> bool:
+        """Can latents take their tokens' positions in the core (latent_pos="tokens")?"""
+        return args.uses_rope
 
     @classmethod
     def analytic_flops(cls, args: BackboneArgs, grid: tuple[int, ...], block_tokens: list[int],
@@ -161,8 +171,13 @@ class Backbone(nn.Module):
 
     def core_context(self, ctx: Context, layout: CoreLayout) -> Context:
         """The core's constants: rotary angles at the latents' (slot, group position) coordinates when
-        they take RoPE, and the layout itself (under extras["core"]) for adapters that need it."""
-        rope = self.rope(layout.coords, ctx) if layout.rope else None
+        they take RoPE, the spatial angles of their tokens under latent_pos="tokens", and the layout
+        itself (under extras["core"]) for adapters that need it."""
+        if layout.token_index is not None:
+            index = layout.token_index.to(ctx.rope[0].device)
+            rope = tuple(r.index_select(0, index) for r in ctx.rope)
+        else:
+            rope = self.rope(layout.coords, ctx) if layout.rope else None
         return dataclasses.replace(ctx, rope=rope, extras={**ctx.extras, "core": layout})
 
     def enter_core(self, seq: torch.Tensor, side, ctx: Context):
@@ -174,6 +189,26 @@ class Backbone(nn.Module):
 
     def finish(self, h: torch.Tensor, side, ctx: Context) -> torch.Tensor:
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ the condition y
+    def check_condition(self, y, batch: int, device):
+        """Validate the condition of a forward call and return it on `device`. Class labels here
+        (the range check is the wrapper's, batched with t's); text backbones override this."""
+        num_classes = self.args.num_classes
+        if num_classes > 0:
+            if y is None:
+                raise UserError("y is required for a class-conditional model; pass model.null_class_id "
+                                "for the unconditional pass")
+            y = torch.as_tensor(y, device=device)
+            if y.shape != (batch,) or y.dtype not in (torch.int64, torch.int32):
+                raise UserError(f"y must be an integer tensor of shape ({batch},), got {tuple(y.shape)} {y.dtype}")
+        elif y is not None:
+            raise UserError("this model is unconditional (num_classes=0); pass y=None")
+        return y
+
+    def example_condition(self, batch: int, device=None):
+        """A condition of the right kind and shape (values arbitrary), e.g. for FLOP counting."""
+        return torch.zeros(batch, dtype=torch.long, device=device) if self.args.num_classes > 0 else None
 
     # ------------------------------------------------------------------ hooks used around the model
     @property

@@ -1,0 +1,1 @@
+"""Backbone test modules (a package, so their names never clash with tests/test_*.py)."""
