@@ -59,6 +59,7 @@ def main() -> int:
 
     import torch
     from elit.cost import analytic_gflops
+    from elit.data.fashion_mnist import CLASS_NAMES
     from elit.eval.report import format_table
     from elit.eval.sweep import run_sweep
     from elit.hub import load_pretrained
@@ -80,7 +81,8 @@ def main() -> int:
         budgets = [b for (lab, b) in PLAN if lab == label]
         clips = [sample(model, range(10), budget=b, steps=args.steps).clamp(-1, 1) for b in budgets]
         names = [f"{'full' if b is None else f'J~={b}'} {analytic_gflops(model.config, b):.2f} GF" for b in budgets]
-        grids += clip_grid(clips, names, report / f"samples-{label}.png")
+        columns = [CLASS_NAMES[seed % 10] for seed in range(10)]      # seed i is sampled with label i % 10
+        grids += clip_grid(clips, names, report / f"samples-{label}.png", column_labels=columns)
     table = format_table(rows, METRICS)
     (report / "tables.md").write_text(f"```\n{table}\n```\n\ntraining seconds: {seconds}\n")
     print(table)
