@@ -1,0 +1,273 @@
+"""Does ELIT converge faster? (issue 20; the paper's Fig. 4: ELIT reaches DiT's quality 3.3x sooner
+at 256px.) DiT and multi-budget ELIT (the Fashion-MNIST study configs) are trained to 8,000 steps with
+two training seeds each, keeping a checkpoint every 1,000 steps, and the EMA weights at 1k, 2k, 4k
+and 8k are measured unguided: FID and FD-FMNIST, N = 2,000, 40 Euler steps, at full budget (and at
+J~ = 4 for ELIT-MB).
+
+    python scripts/study_convergence.py --out runs/convergence --jobs 2     # train, then measure
+    python scripts/study_convergence.py --out runs/convergence --measure-only   # rows of the checkpoints so far
+    python scripts/study_convergence.py --out runs/convergence --report-only --publish docs/results
+    python scripts/study_convergence.py --out /tmp/c --smoke                # a minute: tiny settings, same code
+
+Every part resumes: `elit train` continues from its last checkpoint, and a row already in
+OUT/rows.json is not measured again. Rows are measured for whatever checkpoints exist, so a session
+that cannot finish the training can still measure the early checkpoints. Runs live in
+OUT/runs/<model>-s<seed>/ (the `elit train` folders).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+MODELS = {"dit": "study-fmnist-dit", "elit-mb": "study-fmnist-elit-mb"}   # label -> training config
+SEEDS = (0, 1)
+CHECKPOINTS = (1000, 2000, 4000, 8000)
+BUDGETS = {"dit": (None,), "elit-mb": (None, 4)}      # None: full budget
+METRICS = ("fid", "fd_fmnist")
+
+
+def run_name(label: str, seed: int) -> str:
+    return f"{label}-s{seed}"
+
+
+def train(out: pathlib.Path, args, overrides: list[str]) -> None:
+    """Train (or resume) every (model, seed) to the last checkpoint with the real CLI, `jobs` at a time."""
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    pending = []
+    for label, config in MODELS.items():
+        for seed in args.seeds:
+            run = out / "runs" / run_name(label, seed)
+            if (run / "model" / "model.safetensors").is_file():
+                print(f"[train] {run.name}: done", flush=True)
+                continue
+            pending.append((run.name, [
+                sys.executable, "-m", "elit", "train", "--config", config, "--out", str(run),
+                f"train.max_steps={args.checkpoints[-1]}", f"train.seed={seed}",
+                f"log.ckpt_every={args.checkpoints[0]}", f"log.keep_last={args.checkpoints[-1] // args.checkpoints[0]}",
+                f"system.device={args.device}", f"system.threads={threads}", "log.progress=false", *overrides]))
+    running = {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name, cmd = pending.pop(0)
+            print("[train] " + " ".join(cmd[2:]), flush=True)
+            running[name] = subprocess.Popen(cmd)
+        time.sleep(2)
+        for name, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode:
+                for other in running.values():
+                    other.terminate()
+                raise SystemExit(f"[train] {name} failed (exit {proc.returncode}); rerun to resume it")
+
+
+def checkpoint_models(out: pathlib.Path, args) -> dict:
+    """label '<model>-s<seed>@<step>' -> the EMA model of that checkpoint, for every one that exists."""
+    import torch
+
+    from elit.model import ELITModel
+    from elit.train.checkpoint import checkpoint_path
+    from elit.train.config import load_config
+    models = {}
+    for label in MODELS:
+        for seed in args.seeds:
+            run = out / "runs" / run_name(label, seed)
+            for step in args.checkpoints:
+                path = checkpoint_path(run, step)
+                if not path.is_file():
+                    continue
+                model = ELITModel(load_config(str(run / "config.yaml")).model)
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["ema"])
+                models[f"{run.name}@{step}"] = model.to(args.device).eval()
+    return models
+
+
+def plan(models: dict) -> list[tuple[str, dict]]:
+    """Every row the checkpoints allow, earliest checkpoint first (so a cut-short run has the curves' start)."""
+    def step(label):
+        return int(label.rsplit("@", 1)[1])
+    rows = []
+    for label in sorted(models, key=lambda k: (step(k), k)):
+        for budget in BUDGETS[label.split("-s")[0]]:
+            rows.append((label, dict(latents_per_group=budget, guidance="none", scale=0.0, weak_budget=None)))
+    return rows
+
+
+def results(rows: list[dict]) -> list[dict]:
+    """The published schema: one row per model, seed, checkpoint and budget."""
+    out = []
+    for r in rows:
+        run, step = r["model"].rsplit("@", 1)
+        label, seed = run.rsplit("-s", 1)
+        out.append({"model": label, "seed": int(seed), "step": int(step), "budget": r["latents_per_group"],
+                    **{m: r.get(m) for m in METRICS}, "num_samples": r["num_samples"], "steps": r["steps"],
+                    "gflops_per_image": r["gflops_per_image"]})
+    return sorted(out, key=lambda r: (r["model"], r["budget"] or 99, r["seed"], r["step"]))
+
+
+def curves(rows: list[dict], metric: str) -> dict:
+    """(model, budget) -> {step: (mean, low, high) over seeds}."""
+    out = {}
+    for r in rows:
+        if r.get(metric) is not None:
+            out.setdefault((r["model"], r["budget"]), {}).setdefault(r["step"], []).append(r[metric])
+    return {k: {s: (sum(v) / len(v), min(v), max(v)) for s, v in sorted(c.items())} for k, c in out.items()}
+
+
+def steps_to_reach(curve: dict, target: float) -> float | None:
+    """The first step (interpolated on log-steps) at which a mean curve falls to `target`, or None."""
+    points = sorted((s, m) for s, (m, _, _) in curve.items())
+    for (s0, m0), (s1, m1) in zip(points, points[1:]):
+        if m0 <= target:
+            return float(s0)
+        if m1 <= target:
+            frac = (m0 - target) / (m0 - m1)
+            return math.exp(math.log(s0) + frac * (math.log(s1) - math.log(s0)))
+    return float(points[0][0]) if points and points[0][1] <= target else None
+
+
+def speedups(rows: list[dict]) -> list[str]:
+    """For each metric: the step at which ELIT-MB (full budget) reaches DiT's last-checkpoint quality."""
+    lines = []
+    for metric in METRICS:
+        c = curves(rows, metric)
+        dit, elit = c.get(("dit", None)), c.get(("elit-mb", None))
+        if not dit or not elit:
+            continue
+        last = max(dit)
+        reached = steps_to_reach(elit, dit[last][0])
+        lines.append(f"{metric}: DiT at {last} steps = {dit[last][0]:.2f} (seeds {dit[last][1]:.2f}-{dit[last][2]:.2f}); "
+                     + (f"ELIT-MB reaches it at ~{reached:.0f} steps ({last / reached:.2f}x fewer)" if reached
+                        else f"ELIT-MB does not reach it by {max(elit)} steps"))
+    return lines
+
+
+def plot(rows: list[dict], metric: str, path: pathlib.Path, x: str, gflops_per_step: dict) -> None:
+    """Metric vs training steps (or training GFLOPs); a band over the seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for (label, budget), c in sorted(curves(rows, metric).items(), key=lambda kv: (kv[0][0], kv[0][1] or 99)):
+        scale = gflops_per_step[label] if x == "gflops" else 1.0
+        steps = list(c)
+        xs = [s * scale for s in steps]
+        name = f"{label} " + ("full" if budget is None else f"J~={budget}")
+        line, = ax.plot(xs, [c[s][0] for s in steps], marker="o", label=name, ls="-" if budget is None else "--")
+        ax.fill_between(xs, [c[s][1] for s in steps], [c[s][2] for s in steps], color=line.get_color(), alpha=0.2)
+    ax.set_xscale("log")
+    if x == "steps":    # the checkpoints themselves as ticks
+        ticks = sorted({r["step"] for r in rows})
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel("training steps" if x == "steps" else "training GFLOPs (expected, 2 x MACs)")
+    ax.set_ylabel(f"{metric} (lower is better)")
+    ax.set_title(f"Fashion-MNIST: {metric} vs training {x}; band: seed range")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(out: pathlib.Path, rows: list[dict], missing: int, publish: str | None) -> None:
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from study_fmnist import training_gflops_per_step
+    from elit._io import atomic_write
+    rep = out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    published = results(rows)
+    per_step = {}   # from a run's resolved config.yaml (with its overrides), else the preset
+    for label, config in MODELS.items():
+        resolved = out / "runs" / run_name(label, SEEDS[0]) / "config.yaml"
+        per_step[label] = training_gflops_per_step(str(resolved) if resolved.is_file() else config)
+    files = {rep / "fashion-mnist-convergence.json": json.dumps(published, indent=1) + "\n"}
+    for metric in METRICS:
+        for x in ("steps", "gflops"):
+            if any(r.get(metric) is not None for r in published):
+                plot(published, metric, rep / f"convergence-{metric}-vs-{x}.png", x, per_step)
+    lines = ["# Convergence rows (generated by scripts/study_convergence.py)", "",
+             "| model | budget | seed | step | FID | FD-FMNIST |", "|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
+    lines += [f"| {r['model']} | {r['budget'] or 'full'} | {r['seed']} | {r['step']} | {fmt(r['fid'])} | "
+              f"{fmt(r['fd_fmnist'])} |" for r in published]
+    lines += ["", *speedups(published), "", "Training GFLOPs per step: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in per_step.items())]
+    if missing:
+        lines += ["", f"Not measured yet: {missing} rows (their checkpoints do not exist yet, or were not reached)."]
+    files[rep / "tables.md"] = "\n".join(lines) + "\n"
+    for path, text in files.items():
+        with atomic_write(path) as f:
+            f.write(text.encode())
+    print("\n".join(lines[-4:]))
+    if publish:
+        dest = pathlib.Path(publish)
+        copies = {dest / "fashion-mnist-convergence.json": rep / "fashion-mnist-convergence.json",
+                  **{dest / "fashion-mnist-convergence" / p.name: p for p in rep.glob("convergence-*.png")},
+                  dest / "fashion-mnist-convergence" / "rows.json": out / "rows.json"}
+        for dst, src in copies.items():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(dst) as f:
+                f.write(src.read_bytes())
+        print(f"[publish] {dest}: {len(published)} rows (the prose of fashion-mnist-convergence.md is written by hand)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=2, help="trainings side by side")
+    ap.add_argument("--num", type=int, default=2000, help="samples per row")
+    ap.add_argument("--steps", type=int, default=40, help="Euler steps (the issue: 40)")
+    ap.add_argument("--batch-size", type=int, default=250)
+    ap.add_argument("--measure-only", action="store_true", help="skip training; measure the checkpoints so far")
+    ap.add_argument("--report-only", action="store_true", help="write OUT/report from the rows measured so far")
+    ap.add_argument("--publish", metavar="DIR", help="copy the report's JSON, plots and rows into DIR (docs/results)")
+    ap.add_argument("--smoke", action="store_true", help="tiny models, 4 training steps, 16 samples: checks the pipeline")
+    args = ap.parse_args()
+    out = pathlib.Path(args.out)
+    args.seeds, args.checkpoints = SEEDS, CHECKPOINTS
+    overrides, metrics = [], METRICS
+    if args.smoke:
+        args.checkpoints = (2, 4)
+        overrides = ["model.hidden_size=32", "model.depth=3", "model.num_heads=2", "log.sample_every=0",
+                     "log.sample_steps=2", "train.warmup_steps=1"]
+        args.num, args.steps, args.batch_size, metrics = 16, 2, 16, ("fd_fmnist",)
+    if not (args.report_only or args.measure_only):
+        train(out, args, overrides)
+
+    import torch
+    from elit.eval.metrics.compute import METRIC_NET, compute_reference
+    from elit.eval.sweep import row_key, run_sweep, setting_key
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    models = checkpoint_models(out, args)
+    pairs = plan(models)
+    if not args.report_only:
+        refs = {}
+        for net in sorted({METRIC_NET[m] for m in metrics}):
+            path = out / f"ref-{net}-test.npz"
+            if not path.is_file():
+                compute_reference("fmnist-test", net=net, out=str(path), num=200 if args.smoke else None,
+                                  device=args.device)
+            refs[net] = str(path)
+        run_sweep(models, pairs, num=args.num, steps=args.steps, sampler="euler", metrics=metrics, ref=refs,
+                  batch_size=args.batch_size, json_path=out / "rows.json", progress=False, fd_method="eigh",
+                  net_kwargs={"device": args.device})
+    rows = json.loads((out / "rows.json").read_text()) if (out / "rows.json").is_file() else []
+    done = {setting_key(label, s, args.steps, "euler") for label, s in pairs}
+    rows = [r for r in rows if row_key(r) in done]
+    expected = sum(len(BUDGETS[label]) for label in MODELS) * len(args.seeds) * len(args.checkpoints)
+    report(out, rows, expected - len(rows), args.publish)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The convergence study driver (issue 20): its step interpolation, its published schema, and (slow)
+the whole pipeline at smoke scale with a resume and a publish."""
+import importlib.util
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _driver():
+    spec = importlib.util.spec_from_file_location("study_convergence", REPO / "scripts" / "study_convergence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_steps_to_reach_interpolates_on_log_steps():
+    conv = _driver()
+    curve = {1000: (10.0, 9.0, 11.0), 2000: (6.0, 5.0, 7.0), 4000: (4.0, 3.5, 4.5)}
+    assert conv.steps_to_reach(curve, 8.0) == pytest.approx(math.sqrt(1000 * 2000))   # halfway, in log-steps
+    assert conv.steps_to_reach(curve, 6.0) == pytest.approx(2000)
+    assert conv.steps_to_reach(curve, 11.0) == 1000.0          # already there at the first checkpoint
+    assert conv.steps_to_reach(curve, 3.0) is None              # never reached
+
+
+def test_rows_are_published_per_model_seed_step_and_budget():
+    conv = _driver()
+    row = {"model": "elit-mb-s1@4000", "latents_per_group": 4, "fid": 50.0, "fd_fmnist": 20.0,
+           "num_samples": 2000, "steps": 40, "gflops_per_image": 1.0}
+    (out,) = conv.results([row])
+    assert (out["model"], out["seed"], out["step"], out["budget"], out["fid"], out["fd_fmnist"]) == \
+        ("elit-mb", 1, 4000, 4, 50.0, 20.0)
+    speed = conv.speedups(conv.results([
+        {**row, "model": f"{m}-s{s}@{step}", "latents_per_group": None, "fid": fid}
+        for m, s, step, fid in [("dit", 0, 1000, 100), ("dit", 0, 2000, 80), ("dit", 1, 2000, 84),
+                                ("elit-mb", 0, 1000, 82), ("elit-mb", 0, 2000, 70)]]))
+    assert speed[0].startswith("fid: DiT at 2000 steps = 82.00 (seeds 80.00-84.00)")
+    assert "reaches it at ~1000 steps (2.00x fewer)" in speed[0]
+
+
+@pytest.mark.slow
+def test_convergence_smoke_runs_resumes_and_publishes(tmp_path):
+    cmd = [sys.executable, str(REPO / "scripts" / "study_convergence.py"), "--out", str(tmp_path), "--smoke"]
+    subprocess.run(cmd, check=True, cwd=REPO)
+    rows = json.loads((tmp_path / "report" / "fashion-mnist-convergence.json").read_text())
+    # 2 seeds x 2 checkpoints x (DiT full + ELIT-MB full and J~ = 4)
+    assert len(rows) == 12 and {(r["model"], r["budget"]) for r in rows} == {("dit", None), ("elit-mb", None),
+                                                                             ("elit-mb", 4)}
+    assert {r["seed"] for r in rows} == {0, 1} and {r["step"] for r in rows} == {2, 4}
+    assert all(r["fd_fmnist"] > 0 for r in rows)
+    out = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
+    assert "[train] dit-s0: done" in out and "12 rows already" in out and "0 to go" in out
+    dest = tmp_path / "docs"
+    subprocess.run(cmd + ["--report-only", "--publish", str(dest)], check=True, cwd=REPO)
+    assert json.loads((dest / "fashion-mnist-convergence.json").read_text()) == rows
+    assert (dest / "fashion-mnist-convergence" / "convergence-fd_fmnist-vs-steps.png").is_file()
