@@ -112,3 +112,13 @@ def test_the_split_equals_two_separate_calls():
         uncond = elastic(**{k: v[:2] for k, v in call.items()}, budget=2).sample
         cond = elastic(**{k: v[2:] for k, v in call.items()}, budget=8).sample
     assert torch.equal(both, torch.cat([uncond, cond]))
+
+
+def test_elit_sample_refuses_a_text_model_before_writing(tmp_path, capsys):
+    """The command takes class labels; a text-to-image model is pointed to the Python call instead."""
+    import elit
+    from elit.cli import main
+    elit.save_pretrained(make_elastic(qwen(), head_depth=1, tail_depth=1, window=(4, 4), input_size=16), tmp_path / "m")
+    rc = main(["sample", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert rc == 2 and "text-to-image model" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
