@@ -245,19 +245,14 @@ def main() -> int:
         train(out, args, overrides)
 
     import torch
-    from elit.eval.metrics.compute import METRIC_NET, compute_reference
     from elit.eval.sweep import row_key, run_sweep, setting_key
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from study_fmnist import reference_files
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     models = checkpoint_models(out, args)
     pairs = plan(models)
     if not args.report_only:
-        refs = {}
-        for net in sorted({METRIC_NET[m] for m in metrics}):
-            path = out / f"ref-{net}-test.npz"
-            if not path.is_file():
-                compute_reference("fmnist-test", net=net, out=str(path), num=200 if args.smoke else None,
-                                  device=args.device)
-            refs[net] = str(path)
+        refs = reference_files(out, metrics, args.device, args.smoke)
         run_sweep(models, pairs, num=args.num, steps=args.steps, sampler="euler", metrics=metrics, ref=refs,
                   batch_size=args.batch_size, json_path=out / "rows.json", progress=False, fd_method="eigh",
                   net_kwargs={"device": args.device})

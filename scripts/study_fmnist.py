@@ -133,6 +133,19 @@ def training_gflops_per_step(config: str) -> float:
     return 3 * per_image * train.global_batch_size
 
 
+def reference_files(out: pathlib.Path, metrics, device: str, smoke: bool) -> dict[str, str]:
+    """net -> OUT/ref-<net>-test.npz: the whole Fashion-MNIST test set (10k images; 200 for --smoke),
+    measured once per feature network the metrics need and reused by every later run."""
+    from elit.eval.metrics.compute import METRIC_NET, compute_reference
+    refs = {}
+    for net in sorted({METRIC_NET[m] for m in metrics}):
+        path = out / f"ref-{net}-test.npz"
+        if not path.is_file():
+            compute_reference("fmnist-test", net=net, out=str(path), num=200 if smoke else None, device=device)
+        refs[net] = str(path)
+    return refs
+
+
 def load_rows(out: pathlib.Path) -> list[dict]:
     """Every measured row of every shard file (OUT/rows-*.json), one per setting."""
     from elit.eval.sweep import row_key
@@ -299,7 +312,7 @@ def main() -> int:
     out = pathlib.Path(args.out)
     overrides = list(args.override)
     if args.smoke:
-        overrides += ["train.max_steps=4", "model.hidden_size=32", "model.depth=3", "model.num_heads=2",
+        overrides += ["train.max_steps=4", "model.hidden_size=32", "model.depth=6", "model.num_heads=2",   # depth 6: the HDiT hourglass (merge 2, split 4) fits
                       "log.ckpt_every=2", "log.sample_every=0", "log.sample_steps=2", "log.progress=false"]
         args.num, args.steps, args.batch_size, args.metrics = 16, 2, 16, "fd_fmnist"
     metrics = tuple(m for m in args.metrics.split(",") if m)
@@ -312,19 +325,12 @@ def main() -> int:
 
     import torch
     from elit.hub import load_pretrained
-    from elit.eval.metrics.compute import METRIC_NET, compute_reference
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.shard or args.jobs > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
     models = {label: load_pretrained(out / "runs" / label / "model", device=args.device) for label in MODELS}
-    refs = {}  # the reference: the whole Fashion-MNIST test set (10k images), measured once per network
-    for net in sorted({METRIC_NET[m] for m in metrics} if not args.report_only else ()):
-        path = out / f"ref-{net}-test.npz"
-        if not path.is_file():
-            compute_reference("fmnist-test", net=net, out=str(path), num=200 if args.smoke else None,
-                              device=args.device)
-        refs[net] = str(path)
+    refs = {} if args.report_only else reference_files(out, metrics, args.device, args.smoke)
     if args.shard:
         k, plan_file = args.shard.split(":", 1)
         pairs = [(label, s) for label, s in json.loads(pathlib.Path(plan_file).read_text())]
