@@ -160,3 +160,15 @@ def test_corrupt_checkpoint_and_changed_model_leave_checkpoints_intact(tmp_path,
     assert {p.name for p in list_checkpoints(out)} == {first.name}
     assert train_cli(out, steps=15) == 0
     assert [p.name for p in list_checkpoints(out)][-1] == "step-0000015.pt"
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_compiled_training_keeps_parameter_names_and_exports(tmp_path):
+    """system.compile=true (elit.compile_blocks, inductor) trains across budgets and writes the
+    same checkpoint layout as eager training."""
+    out = tmp_path / "run"
+    assert train_cli(out, "system.compile=true", "log.sample_every=0", steps=5) == 0
+    ckpt = load_checkpoint(list_checkpoints(out)[-1])
+    assert set(ckpt["model"]) == set(elit.ELITModel(elit.load_pretrained(out / "model").config).state_dict())
+    assert len(set(read_log(out)[-1]["loss_budget"])) >= 2      # several budgets through the same graphs

@@ -25,7 +25,7 @@ _API = {  # public name -> module that defines it
     "load_pretrained": "elit.hub", "save_pretrained": "elit.hub",
     "sample": "elit.sampling",
     "make_elastic": "elit.interop.diffusers", "ElasticTransformer": "elit.interop.diffusers",
-    "TextCondition": "elit.model",
+    "TextCondition": "elit.model", "compile_blocks": "elit.model",
     "UserError": "elit.errors",
 }
 __all__ = sorted(_API)

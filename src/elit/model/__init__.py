@@ -2,6 +2,7 @@
 ELIT wrapper. It imports nothing else from elit, so it can be read (and vendored) on its own."""
 from elit.model.backbones import BACKBONES, Backbone, BackboneArgs, Context
 from elit.model.budgets import BudgetSpace
+from elit.model.compiling import compile_blocks
 from elit.model.condition import TextCondition
 from elit.model.config import ModelConfig, Split
 from elit.model.interface import InterfaceConfig, LatentInterface
@@ -9,5 +10,5 @@ from elit.model.presets import MODEL_PRESETS, create_model, list_models, preset_
 from elit.model.wrapper import ELITModel
 
 __all__ = ["BACKBONES", "Backbone", "BackboneArgs", "BudgetSpace", "Context", "ELITModel", "InterfaceConfig",
-           "LatentInterface", "MODEL_PRESETS", "ModelConfig", "Split", "TextCondition", "create_model", "list_models",
-           "preset_config"]
+           "LatentInterface", "MODEL_PRESETS", "ModelConfig", "Split", "TextCondition", "compile_blocks", "create_model",
+           "list_models", "preset_config"]

@@ -67,7 +67,8 @@ class BudgetSpace:
                 raise UserError(f"budget {budget} keeps {kept} of {J} latents per group; the smallest "
                                  f"valid budget is {lo} (fraction {lo / J:g})")
             return kept
-        kept = int(budget.__index__())
+        # a plain int as it is: torch.compile traces it (a numpy integer goes through __index__)
+        kept = budget if isinstance(budget, int) else int(budget.__index__())
         if not lo <= kept <= J:
             raise UserError(f"budget {kept} is not a valid number of latents per group; valid: "
                              f"{lo}..{J} (model.budgets), or a float fraction in (0, 1]")

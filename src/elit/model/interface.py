@@ -42,7 +42,8 @@ def group_tokens(x: torch.Tensor, grid: tuple[int, ...], window: tuple[int, ...]
     split = [s for g, w in zip(grid, window) for s in (g // w, w)]  # g0, w0, g1, w1, ...
     x = x.reshape(B, *split, D)
     order = [0] + [1 + 2 * a for a in range(axes)] + [2 + 2 * a for a in range(axes)] + [1 + 2 * axes]
-    return x.permute(*order).reshape(B, math.prod(g // w for g, w in zip(grid, window)), math.prod(window), D)
+    groups = math.prod([g // w for g, w in zip(grid, window)])    # a list, not a generator: torch.compile traces it
+    return x.permute(*order).reshape(B, groups, math.prod(window), D)
 
 
 def ungroup_tokens(x: torch.Tensor, grid: tuple[int, ...], window: tuple[int, ...]) -> torch.Tensor:
@@ -84,10 +85,10 @@ def _coarse_to_fine(window: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(cells)
 
 
-def group_coordinates(grid: tuple[int, ...], window: tuple[int, ...]) -> torch.Tensor:
+def group_coordinates(grid: tuple[int, ...], window: tuple[int, ...], device=None) -> torch.Tensor:
     """(G, axes) integer position of every group in the grid of groups, raster order."""
     counts = [g // w for g, w in zip(grid, window)]
-    mesh = torch.meshgrid(*[torch.arange(c) for c in counts], indexing="ij")
+    mesh = torch.meshgrid(*[torch.arange(c, device=device) for c in counts], indexing="ij")
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
 
 
@@ -218,10 +219,11 @@ class LatentInterface(nn.Module):
         return self.space.full
 
     # -- positions
-    def latent_coordinates(self, grid: tuple[int, ...], kept: int) -> torch.Tensor:
-        """(G*kept, 1+axes) coordinates (slot, group position...) of the core's latents, for RoPE."""
-        groups = group_coordinates(grid, self.window)  # (G, axes)
-        slots = torch.arange(kept)
+    def latent_coordinates(self, grid: tuple[int, ...], kept: int, device=None) -> torch.Tensor:
+        """(G*kept, 1+axes) coordinates (slot, group position...) of the core's latents, for RoPE,
+        made on `device` (no host copy per forward)."""
+        groups = group_coordinates(grid, self.window, device)  # (G, axes)
+        slots = torch.arange(kept, device=device)
         coords = torch.cat([slots[None, :, None].expand(len(groups), kept, 1),
                             groups[:, None, :].expand(len(groups), kept, groups.shape[1])], dim=-1)
         return coords.reshape(-1, coords.shape[-1])
@@ -248,9 +250,10 @@ class LatentInterface(nn.Module):
             raster = torch.arange(math.prod(grid)).view(1, -1, 1).float()
             index = group_tokens(raster, grid, self.window)[0, :, :kept, 0].long()
         else:
-            G = math.prod(g // w for g, w in zip(grid, self.window))
+            G = math.prod([g // w for g, w in zip(grid, self.window)])
             index = torch.arange(G)[:, None] * J + torch.arange(kept)[None]
-        if index.max() >= self.latent_pos_embed.shape[0]:
+        # a host read of a small CPU tensor; skipped under torch.compile, where it would break the graph
+        if not torch.compiler.is_compiling() and index.max() >= self.latent_pos_embed.shape[0]:
             raise UserError(f"the learned latent position table has {self.latent_pos_embed.shape[0]} rows, "
                              f"too few for a token grid of {grid}")
         return index

@@ -168,7 +168,7 @@ class ELITModel(nn.Module):
         B, G, _, D = latents.shape
         seq = latents[:, :, :kept].reshape(B, G * kept, D)
         where = self.interface.settings.latent_pos
-        layout = CoreLayout(groups=G, kept=kept, coords=self.interface.latent_coordinates(ctx.grid, kept),
+        layout = CoreLayout(groups=G, kept=kept, coords=self.interface.latent_coordinates(ctx.grid, kept, h.device),
                             rope=where == "rope",
                             token_index=self.interface.latent_token_index(ctx.grid, kept) if where == "tokens" else None)
         core_ctx = self.backbone.core_context(ctx, layout)

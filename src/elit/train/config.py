@@ -73,7 +73,7 @@ class SystemSettings:
     device: str = "auto"                # auto: CUDA when present, else CPU
     precision: str = "auto"             # auto: bf16 autocast on CUDA, fp32 on CPU; or "bf16" / "fp32"
     tf32: bool = True                   # TF32 matmuls on CUDA
-    compile: bool = False               # torch.compile the model (in place, state-dict names unchanged)
+    compile: bool = False               # elit.compile_blocks: the repeated blocks, in place (names unchanged)
     grad_checkpointing: bool = False
     parallel: str = "ddp"               # "ddp" or "fsdp" (FSDP2: fully_shard per block, then the root)
     num_workers: int = 0                # DataLoader workers per rank

@@ -28,7 +28,7 @@ from elit.data.seeding import derive_seed
 from elit.errors import UserError
 from elit.flow import TimeSampler, flow_loss
 from elit.hub import save_pretrained
-from elit.model import ELITModel, ModelConfig, TextCondition
+from elit.model import ELITModel, ModelConfig, TextCondition, compile_blocks
 from elit.model.interface import check_grid
 from elit.train import distributed as D
 from elit.train.budgets import TrainingBudgets
@@ -127,11 +127,14 @@ class Trainer:
                 raise UserError(f"log.sample_budgets: {e}") from None
         self.wrapped = D.wrap_model(model, sy.parallel, env)
         self.model = model  # parameter names are those of the bare model under DDP and FSDP2 alike
-        if sy.compile:
-            self.wrapped.compile()
+        if sy.compile:   # the repeated blocks, dynamic in length: every trained budget shares their graphs
+            compile_blocks(model)
         self.ema = EMA(model, tr.ema_decay)
+        # On CUDA the fused AdamW (one kernel per step for all parameters); elsewhere torch's default.
+        # A resumed run keeps the implementation its checkpoint was written with (the state dict holds it).
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, betas=tuple(tr.betas),
-                                           weight_decay=tr.weight_decay)
+                                           weight_decay=tr.weight_decay,
+                                           **({"fused": True} if env.device.type == "cuda" else {}))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg))
         self.loader = infinite_batches(self.dataset, tr.global_batch_size // env.world_size, seed=tr.seed,
                                        rank=env.rank, world_size=env.world_size, num_workers=sy.num_workers,

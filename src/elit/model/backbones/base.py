@@ -241,9 +241,10 @@ class Backbone(nn.Module):
         return rope_frequencies(coords.to(device), self.hidden_size // self.num_heads, self.args.rope_theta)
 
     @staticmethod
-    def spatial_coordinates(grid: tuple[int, ...]) -> torch.Tensor:
-        """(N, axes) integer coordinates of the raster-ordered spatial tokens."""
-        mesh = torch.meshgrid(*[torch.arange(g) for g in grid], indexing="ij")
+    def spatial_coordinates(grid: tuple[int, ...], device=None) -> torch.Tensor:
+        """(N, axes) integer coordinates of the raster-ordered spatial tokens. Made on `device`: a
+        copy from the host every forward would be a sync on a GPU (and break CUDA-graph capture)."""
+        mesh = torch.meshgrid(*[torch.arange(g, device=device) for g in grid], indexing="ij")
         return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
 
 

@@ -74,7 +74,7 @@ class DiTBackbone(Backbone):
         if self.y_embedder is not None:
             c = c + self.y_embedder(y)
         c = c.to(tokens.dtype)
-        return tokens, None, Context(cond=c, grid=grid, rope=self.rope(self.spatial_coordinates(grid), x.device))
+        return tokens, None, Context(cond=c, grid=grid, rope=self.rope(self.spatial_coordinates(grid, x.device), x.device))
 
     def finish(self, h, side, ctx) -> torch.Tensor:
         return unpatchify(self.final_layer(h, ctx.cond), ctx.grid, self.args.patch, self.args.out_channels)

@@ -87,7 +87,7 @@ class HDiTBackbone(DiTBackbone):
         gh, gw = ctx.grid
         if gh % 2 or gw % 2:
             raise UserError(f"HDiT merges 2x2 tokens: the token grid {gh}x{gw} must be even on both axes")
-        coords = self.spatial_coordinates((gh // 2, gw // 2)).float() * 2 + 0.5   # mean of each 2x2
+        coords = self.spatial_coordinates((gh // 2, gw // 2), x.device).float() * 2 + 0.5   # mean of each 2x2
         extras = {"rope_merged": self.rope(coords, x.device)}
         return h, (), type(ctx)(cond=ctx.cond, grid=ctx.grid, rope=ctx.rope, extras=extras)
 
@@ -154,6 +154,6 @@ def merged_coordinates(coords: torch.Tensor, groups: int, kept: int) -> torch.Te
     c = coords.float().reshape(groups, kept, A)
     units = math.ceil(kept / 4)
     pad = 4 * units - kept
-    weight = F.pad(torch.ones(groups, kept, 1), (0, 0, 0, pad)).reshape(groups, units, 4, 1)
+    weight = F.pad(torch.ones(groups, kept, 1, device=coords.device), (0, 0, 0, pad)).reshape(groups, units, 4, 1)
     c = F.pad(c, (0, 0, 0, pad)).reshape(groups, units, 4, A)
     return ((c * weight).sum(2) / weight.sum(2)).reshape(-1, A)
