@@ -1,0 +1,93 @@
+"""benchmarks/peer_codes.py: our side's plumbing only (arguments, checkout checks, skipped parts,
+the ratio table). The reference codes themselves are not run here: a fake checkout would test
+nothing of theirs, and the real ones are not part of this repository."""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "peer_codes.py"
+
+
+@pytest.fixture(scope="module")
+def pc():
+    spec = importlib.util.spec_from_file_location("peer_codes_under_test", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _files(folder: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(folder.rglob("*"))
+
+
+def test_missing_checkout_is_a_clear_error_and_writes_nothing(tmp_path):
+    missing = tmp_path / "no-such-elit"
+    before = _files(tmp_path)
+    r = subprocess.run([sys.executable, str(SCRIPT), "--elit-checkout", str(missing)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "--elit-checkout" in r.stderr and str(missing) in r.stderr
+    assert "git clone https://github.com/snap-research/elit" in r.stderr
+    assert r.stdout == ""
+    assert _files(tmp_path) == before
+
+
+def test_wrong_checkout_names_the_expected_file(pc, tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "sit.py").write_text("")
+    args = pc.parse_args(["--elit-checkout", str(tmp_path), "--only", "forward"])
+    with pytest.raises(pc.CheckoutError) as e:
+        pc.plan_parts(args)
+    msg = str(e.value)
+    assert str(tmp_path / "models" / "sit_elit.py") in msg and "snap-research/elit" in msg
+    dit = tmp_path / "dit"
+    dit.mkdir()
+    args = pc.parse_args(["--dit-checkout", str(dit), "--only", "train"])
+    with pytest.raises(pc.CheckoutError, match=r"models\.py not found.*git clone https://github.com/facebookresearch/DiT"):
+        pc.plan_parts(args)
+
+
+def test_parts_without_their_checkout_are_skipped(pc):
+    run, skipped, roots = pc.plan_parts(pc.parse_args([]))
+    assert run == [] and roots == {}
+    assert skipped == ["forward (needs --elit-checkout)", "train (needs --dit-checkout)",
+                       "sample (needs --elit-checkout)"]
+    # a checkout for a part that is not asked for is not even checked
+    run, skipped, _ = pc.plan_parts(pc.parse_args(["--dit-checkout", "/nonexistent", "--only", "sample"]))
+    assert run == [] and skipped == ["sample (needs --elit-checkout)"]
+
+
+def test_no_checkout_prints_the_header_and_what_was_skipped(tmp_path):
+    # a subprocess: main() sets the thread count and OMP_NUM_THREADS of its process
+    r = subprocess.run([sys.executable, str(SCRIPT), "--threads", "1"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "1 torch threads" in out and "load average" in out
+    assert "skipped: forward (needs --elit-checkout), train (needs --dit-checkout), sample (needs --elit-checkout)" in out
+    assert "nothing to run" in out
+
+
+def test_arguments(pc):
+    a = pc.parse_args(["--model", "b", "--batch", "2", "--repeats", "3", "--threads", "1", "--only", "sample,forward"])
+    assert (a.model, a.batch, a.repeats, a.threads) == ("B", 2, 3, 1)
+    assert a.only == ["forward", "sample"]       # canonical order
+    for bad in (["--only", "forward,speed"], ["--only", ","], ["--batch", "0"], ["--model", "XL"]):
+        with pytest.raises(SystemExit):
+            pc.parse_args(bad)
+
+
+def test_ratio_table_is_reference_over_ours(pc):
+    text = pc.ratio_table([dict(case="1/16 latents", ref_s=0.3, ours_s=0.2, max_diff=2.5e-6),
+                           dict(case="16/16 latents", ref_s=0.2, ours_s=0.25, max_diff=0.0)], "[forward] title")
+    lines = text.splitlines()
+    assert lines[0] == "[forward] title"
+    assert "ratio" in lines[1] and "max |diff|" in lines[1]
+    assert "1.50x" in lines[3] and "2.50e-06" in lines[3]
+    assert "0.80x" in lines[4]
