@@ -1,11 +1,17 @@
 """Forward time vs FLOPs per budget, side by side in one run (paper Fig. 11: time tracks FLOPs).
 
-    python benchmarks/forward_budgets.py [--model ELIT-DiT-B/2] [--batch 8] [--repeats 5]
+    python benchmarks/forward_budgets.py                                  # S/2, B/2, XL/2 at batch 4 and 8
+    python benchmarks/forward_budgets.py --models ELIT-DiT-B/2 --batches 8 --repeats 5
+    python benchmarks/forward_budgets.py --compile                        # with elit.compile_blocks
 
-Prints, per budget, the median wall time of a no-grad forward and its ratio to the full budget,
-next to the FLOP ratio. Timings on a shared CPU are noisy: read the ratios, not the seconds.
+For each model and batch it prints, per budget, the median wall time of a no-grad forward, its ratio
+to the full budget, the FLOP ratio, and their quotient (time ratio / FLOP ratio: 1.00 means time
+follows FLOPs exactly; the target is <= 1.10). Budgets are interleaved within each repeat, so a
+change in the machine's load hits all of them alike. The load average is printed before and after:
+on a shared CPU read the ratios, not the seconds, and retake a table whose load was high.
 """
 import argparse
+import os
 import statistics
 import time
 
@@ -14,42 +20,69 @@ import torch
 import elit
 from elit.cost import analytic_gflops
 
+TARGET = 1.10
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="ELIT-DiT-B/2")
-    ap.add_argument("--input-size", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--budgets", default=None, help="comma-separated; default 1,2,4,8,16")
-    args = ap.parse_args()
+
+def measure(name: str, batch: int, args) -> list[tuple]:
     torch.manual_seed(0)
-    model = elit.create_model(args.model, input_size=args.input_size).eval()
-    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else [b for b in (1, 2, 4, 8, 16) if b in model.budgets]
+    model = elit.create_model(name, input_size=args.input_size).eval()
+    if args.compile:
+        elit.compile_blocks(model)     # compiled during the warm-up below, one set of graphs for all budgets
+    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else \
+        [b for b in (1, 2, 4, 8, 16) if b in model.budgets]
     full = model.budgets[-1]
     if full not in budgets:
         budgets.append(full)
-    x = torch.randn(args.batch, model.config.backbone.in_channels, args.input_size, args.input_size)
-    t = torch.rand(args.batch)
-    y = torch.randint(0, model.num_classes, (args.batch,))
-    times = {}
+    x = torch.randn(batch, model.config.backbone.in_channels, args.input_size, args.input_size)
+    t = torch.rand(batch)
+    y = torch.randint(0, model.num_classes, (batch,))
+    times = {b: [] for b in budgets}
     with torch.inference_mode():
         for b in budgets:
             model(x, t, y, budget=b)  # warm-up
-        for _ in range(args.repeats):  # interleave budgets so load changes hit all of them alike
+        for _ in range(args.repeats):
             for b in budgets:
                 start = time.perf_counter()
                 model(x, t, y, budget=b)
-                times.setdefault(b, []).append(time.perf_counter() - start)
-    print(f"{args.model}, input {args.input_size}, batch {args.batch}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}; FLOPs = 2 x MACs per image")
-    print(f"{'latents/group':>13} {'GFLOPs':>8} {'FLOP ratio':>10} {'time (s)':>9} {'time ratio':>10}")
+                times[b].append(time.perf_counter() - start)
     t_full = statistics.median(times[full])
     f_full = analytic_gflops(model.config, full, args.input_size)
+    rows = []
     for b in budgets:
         f = analytic_gflops(model.config, b, args.input_size)
         tm = statistics.median(times[b])
-        print(f"{b:>13} {f:>8.2f} {f / f_full:>10.3f} {tm:>9.3f} {tm / t_full:>10.3f}")
+        rows.append((b, f, f / f_full, tm, tm / t_full, (tm / t_full) / (f / f_full)))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="ELIT-DiT-S/2,ELIT-DiT-B/2,ELIT-DiT-XL/2")
+    ap.add_argument("--batches", default="4,8")
+    ap.add_argument("--input-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--budgets", default=None, help="comma-separated; default 1,2,4,8,16")
+    ap.add_argument("--compile", action="store_true", help="time with elit.compile_blocks (inductor)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, one per core)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"{'compiled blocks' if args.compile else 'eager'}, {torch.get_num_threads()} threads, {os.cpu_count()} "
+          f"cores, load average {os.getloadavg()[0]:.2f} before; median of {args.repeats}; FLOPs = 2 x MACs per image", flush=True)
+    worst = []
+    for name in args.models.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            rows = measure(name, batch, args)
+            print(f"\n{name}, input {args.input_size}, batch {batch} (load average {os.getloadavg()[0]:.2f})")
+            print(f"{'latents/group':>13} {'GFLOPs':>8} {'FLOP ratio':>10} {'time (s)':>9} {'time ratio':>10} "
+                  f"{'time/FLOP':>9}")
+            for b, f, fr, tm, tr, q in rows:
+                print(f"{b:>13} {f:>8.2f} {fr:>10.3f} {tm:>9.3f} {tr:>10.3f} {q:>9.2f}", flush=True)
+            worst.append((max(r[5] for r in rows), name, batch))
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    for q, name, batch in worst:
+        print(f"{name} batch {batch}: worst time/FLOP ratio {q:.2f} -> {'PASS' if q <= TARGET else 'MISS'} "
+              f"(target <= {TARGET:.2f})")
 
 
 if __name__ == "__main__":
