@@ -55,7 +55,30 @@ def test_convergence_smoke_runs_resumes_and_publishes(tmp_path):
     assert all(r["fd_fmnist"] > 0 for r in rows)
     out = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
     assert "[train] dit-s0: done" in out and "12 rows already" in out and "0 to go" in out
+    # measured again by two shards side by side: each takes its half, the report merges both files
+    (tmp_path / "rows-0.json").unlink()
+    shards = [subprocess.Popen(cmd + ["--measure-only", "--shard", f"{k}/2"], cwd=REPO) for k in (0, 1)]
+    assert [p.wait() for p in shards] == [0, 0]
+    halves = [json.loads((tmp_path / f"rows-{k}.json").read_text()) for k in (0, 1)]
+    assert sorted(len(h) for h in halves) == [6, 6]
+    again = json.loads((tmp_path / "report" / "fashion-mnist-convergence.json").read_text())
+    key = lambda r: (r["model"], r["seed"], r["step"], r["budget"])   # noqa: E731
+    assert [key(r) for r in again] == [key(r) for r in rows]
+    assert [r["fd_fmnist"] for r in again] == pytest.approx([r["fd_fmnist"] for r in rows], rel=1e-3)
     dest = tmp_path / "docs"
     subprocess.run(cmd + ["--report-only", "--publish", str(dest)], check=True, cwd=REPO)
-    assert json.loads((dest / "fashion-mnist-convergence.json").read_text()) == rows
+    assert json.loads((dest / "fashion-mnist-convergence.json").read_text()) == again
     assert (dest / "fashion-mnist-convergence" / "convergence-fd_fmnist-vs-steps.png").is_file()
+
+
+def test_convergence_doc_table_is_the_published_rows():
+    """docs/results/fashion-mnist-convergence.md's table is what `--publish` generates from the JSON:
+    a number edited by hand fails here."""
+    conv = _driver()
+    res = REPO / "docs" / "results"
+    text = (res / "fashion-mnist-convergence.md").read_text()
+    rows = json.loads((res / "fashion-mnist-convergence.json").read_text())
+    assert {"model", "seed", "step", "fid", "fd_fmnist", "budget"} <= set(rows[0])
+    table = text.split("<!-- convergence-table:start -->\n")[1].split("<!-- convergence-table:end -->")[0]
+    assert table == conv.doc_table(rows)
+    assert len(table.splitlines()) == len(rows) + 2     # header, separator, then a line per row

@@ -1,12 +1,12 @@
 """torch.compile for an elastic model: compile the repeated blocks, not the whole forward.
 
-Compiling the whole forward specializes the graph on the budget (the number of kept latents is a
-Python int that shapes every core tensor), so each budget is a new graph of the entire model, and
-after torch's recompile limit (8) the rest fall back to eager without a word. Compiling each
-repeated block with a dynamic sequence length instead gives graphs that every block, every budget
-and every batch size share: the compile time is bounded by the few block kinds (a backbone's block
-class, the Read and the Write), not by the budgets. The glue between blocks (grouping, slicing the
-kept latents) is a handful of cheap reshapes and stays eager.
+The whole forward compiles too (`torch.compile(model)` traces it as one graph, and torch makes the
+budget symbolic at the second budget it sees: two graphs in all), but its graph holds the glue
+that groups and slices tokens by the budget, and on a CPU that dynamic graph ran slower than eager
+for ELIT (docs/performance.md). Compiling each repeated block, and the Read and the Write, with a
+dynamic sequence length gives graphs that every block, every budget and every batch size share:
+the compile time is bounded by the few module kinds, not by the budgets, and the glue between
+them (a handful of reshapes) stays eager.
 
 Modules are compiled in place (`nn.Module.compile`): parameter names, state dicts and checkpoints
 are unchanged, and `model.compiled_modules` lists what was compiled.
