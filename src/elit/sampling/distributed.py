@@ -21,6 +21,16 @@ import atexit
 from elit.sampling.solvers import iter_batches, parse_seeds
 
 
+def _close_group() -> None:
+    """At exit: wait for every rank, then close the group. Rank 0 still measures after the others
+    have sent their last batch; a rank that tore gloo down before that could abort the job
+    ("terminate called without an active exception") after all its work was done."""
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 class Shards:
     def __init__(self, rank: int = 0, world: int = 1, device=None):
         self.rank, self.world, self.device = rank, world, device
@@ -37,7 +47,7 @@ class Shards:
         kind = "auto" if device is None else ("cuda" if str(device).startswith("cuda") else "cpu")
         env = init_distributed(kind)
         if created:
-            atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+            atexit.register(_close_group)
         return cls(env.rank, env.world_size, str(env.device))
 
     @property
