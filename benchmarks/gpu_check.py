@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import json
 import math
 import os
@@ -38,7 +37,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import elit
-import elit.model
 from elit.cost import analytic_gflops
 from elit.model import ELITModel
 from elit.sampling import sampling_gflops
@@ -145,32 +143,19 @@ class Timer:
 
 # ---------------------------------------------------------------------------- compiling the blocks
 def compile_repeated_blocks(model, how: str) -> str:
-    """Compile each repeated transformer block in place (dynamic sequence length, so every budget
-    shares one graph). how: 'inductor' (the default backend), 'dynamo-eager' (Dynamo tracing only,
+    """Compile the repeated blocks and the Read / Write in place (elit.compile_blocks: a dynamic
+    sequence length, so every budget shares their graphs). how: 'inductor' (the default backend), 'dynamo-eager' (Dynamo tracing only,
     no code generation: the CPU smoke) or 'off'. Returns what was done."""
     if how == "off":
         return "not compiled (--compile off)"
     # A fresh start per model: Dynamo's recompile limit (8 graphs per code object) is shared by every
     # block of every model compiled in this process, and the models here differ in dtype and grad mode.
     torch._dynamo.reset()
-    eager_backend = how == "dynamo-eager"
-    library = getattr(elit.model, "compile_blocks", None)
-    if library is not None:
-        if not eager_backend:
-            library(model)
-            return "elit.model.compile_blocks(model)"
-        params = inspect.signature(library).parameters
-        if "backend" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            library(model, backend="eager")
-            return "elit.model.compile_blocks(model, backend='eager') [Dynamo tracing only]"
-        note = " (elit.model.compile_blocks takes no backend, so the smoke uses the fallback)"
-    else:
-        note = " (elit.model.compile_blocks does not exist)"
-    blocks = model.backbone.blocks
-    for block in blocks:
-        block.compile(dynamic=True, **({"backend": "eager"} if eager_backend else {}))
-    backend = ", backend='eager'" if eager_backend else ""
-    return f"fallback: block.compile(dynamic=True{backend}) on each of the {len(blocks)} model.backbone.blocks{note}"
+    if how == "dynamo-eager":
+        elit.compile_blocks(model, backend="eager")
+        return "elit.compile_blocks(model, backend='eager') [Dynamo tracing only]"
+    elit.compile_blocks(model)
+    return "elit.compile_blocks(model)"
 
 
 def compiled_graphs() -> int:
@@ -645,8 +630,7 @@ def main(argv=None) -> int:
     log(f"== elit GPU check{' (SMOKE: tiny model on the CPU; figures only test the script)' if args.smoke else ''}")
     log(f"card: {card} | torch {torch.__version__} | CUDA {torch.version.cuda} | elit {getattr(elit, '__version__', '?')}")
     log(f"peak dense bf16: {'unknown' if peak is None else f'{peak / 1e12:g} TFLOP/s'} ({peak_source})")
-    log(f"compile of the repeated blocks: {args.compile}; "
-        f"elit.model.compile_blocks {'found' if hasattr(elit.model, 'compile_blocks') else 'not found (fallback)'}")
+    log(f"compile of the repeated blocks (elit.compile_blocks): {args.compile}")
     # The compiled forward runs last: it compiles the blocks again (for no-grad bf16), which takes
     # minutes on a GPU, so the time limit cuts it first.
     steps = {"train": ("[1/4] training throughput and MFU", lambda: section_train(args, env, peak, results)),

@@ -17,6 +17,16 @@ TESTS = pathlib.Path(__file__).resolve().parent
 REPO = TESTS.parent
 
 
+def load_script(relative: str, name: str | None = None):
+    """A script of the repository (scripts/, benchmarks/: not a package) imported as a module."""
+    import importlib.util
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Reference statistics cached by one test must not be read by another run of the suite, nor

@@ -1,6 +1,5 @@
 """benchmarks/gpu_check.py: the CPU smoke run prints every section and finite figures; the parts
 that need no GPU (peak lookup, the host-constant cache a CUDA graph capture relies on) directly."""
-import importlib.util
 import json
 import math
 import os
@@ -10,17 +9,14 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 PEAK_TFLOPS = 0.05   # any peak: the smoke run only checks that MFU is computed as documented
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_gpu_check():
+    return load_script("benchmarks/gpu_check.py")
 
 
 def finite_positive(value) -> bool:
@@ -65,7 +61,7 @@ def test_smoke_training_figures(smoke):
         assert math.isfinite(r["loss"])
         # MFU as documented: 3 x forward FLOPs x images/s over the peak
         assert r["mfu"] == pytest.approx(3 * r["fwd_gflops_per_image"] * 1e9 * r["images_per_s"] / (PEAK_TFLOPS * 1e12))
-        assert "compile_blocks" in r["compile"] or "fallback" in r["compile"]
+        assert "compile_blocks" in r["compile"]
         assert r["graphs_warmup"] > 0 and r["graphs_timed"] == 0   # compiled, and only in the warm-up
         assert r["compile"] in text
     dit, elit_mb = train["DiT-XL/2"], train["ELIT-DiT-XL/2 (multi-budget)"]
@@ -105,7 +101,7 @@ def test_smoke_sampling_figures(smoke):
 
 
 def test_peak_lookup():
-    gc = load_script()
+    gc = load_gpu_check()
     assert gc.peak_flops("NVIDIA H200", None)[0] == 989e12
     assert gc.peak_flops("NVIDIA H100 80GB HBM3", None)[0] == 989e12
     assert gc.peak_flops("NVIDIA H100 PCIe", None)[0] == 756e12
@@ -115,7 +111,7 @@ def test_peak_lookup():
 
 
 def test_host_constant_cache_serves_repeated_copies():
-    gc = load_script()
+    gc = load_gpu_check()
     coords = torch.arange(12).view(6, 2)
     with gc.HostConstantCache() as cache:
         a = coords.to("meta")

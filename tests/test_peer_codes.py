@@ -3,23 +3,19 @@ the ratio table). The reference codes themselves are not run here: a fake checko
 nothing of theirs, and the real ones are not part of this repository."""
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from conftest import REPO as ROOT, load_script
 SCRIPT = ROOT / "benchmarks" / "peer_codes.py"
 
 
 @pytest.fixture(scope="module")
 def pc():
-    spec = importlib.util.spec_from_file_location("peer_codes_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/peer_codes.py", "peer_codes_under_test")
 
 
 def _files(folder: pathlib.Path) -> list[pathlib.Path]:

@@ -1,22 +1,17 @@
 """The Fashion-MNIST study driver (issues 7 and 14) end to end at smoke scale with two training and two sweep
 processes (slow: about a minute on 2 cores; run with -m slow)."""
-import importlib.util
 import json
-import pathlib
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from conftest import REPO, load_script
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("study_fmnist", REPO / "scripts" / "study_fmnist.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
-    return study
+    return load_script("scripts/study_fmnist.py")
 
 
 @pytest.mark.slow

@@ -1,22 +1,17 @@
 """The convergence study driver (issue 20): its step interpolation, its published schema, and (slow)
 the whole pipeline at smoke scale with a resume and a publish."""
-import importlib.util
 import json
 import math
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from conftest import REPO, load_script
 
 
 def _driver():
-    spec = importlib.util.spec_from_file_location("study_convergence", REPO / "scripts" / "study_convergence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/study_convergence.py")
 
 
 def test_steps_to_reach_interpolates_on_log_steps():
