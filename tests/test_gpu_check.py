@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import elit
 
 from conftest import REPO, load_script
 
@@ -120,3 +121,19 @@ def test_host_constant_cache_serves_repeated_copies():
         torch.ones(3).sum().item()               # a host sync is counted
     assert a is b and c is not a
     assert (cache.misses, cache.hits, cache.syncs, cache.uncached) == (2, 1, 1, [])
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("ELIT-DiT-S/2", dict(latent_pos="learned", write_sees_dropped=True, window_pos=True)),  # the authors' layout
+    ("ELIT-U-ViT-original-S/2", {})])
+def test_learned_latent_positions_make_no_host_copy_or_sync(name, overrides):
+    """Compatibility mode's learned latent table is indexed on the device: a CUDA graph capture of
+    its forward needs no host copy and no host sync (the table-size check is done in Python ints)."""
+    gc = load_gpu_check()
+    with torch.device("meta"):
+        model = elit.create_model(name, **overrides)
+    assert model.config.interface.latent_pos == "learned"
+    for budget in (1, None):
+        audit = gc.capture_audit(model.config, budget)
+        assert audit["copies_first_forward"] == 0 and audit["copies_left_after_cache"] == 0, audit
+        assert audit["host_syncs"] == 0 and audit["uncached_ops"] == [], audit

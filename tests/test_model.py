@@ -273,3 +273,26 @@ def test_latent_pos_tokens_reuses_the_spatial_rope_of_each_latents_token():
     assert model(x, t, y, budget=3).shape == x.shape
     with pytest.raises(ValueError, match="latent_pos='tokens' needs"):
         elit.create_model("ELIT-U-ViT-original-S/2", latent_pos="tokens")
+
+
+@pytest.mark.parametrize("grid,window", [((8, 8), (2, 2)), ((16, 16), (4, 4)), ((6, 9), (3, 3)),
+                                         ((4, 8, 8), (2, 4, 4)), ((12,), (3,))])
+def test_learned_latent_rows_are_checked_without_reading_the_index(grid, window):
+    """The table-size check uses Python ints (a tensor max would be a device sync per forward);
+    they must agree with the index the forward builds, for both index conventions and every budget."""
+    from elit.model.interface import _learned_index, _learned_rows_needed
+    n = math.prod(window)
+    for J in (n, n + 3, 2):          # J = tokens per window: the authors' raster convention
+        for kept in range(1, J + 1):
+            index = _learned_index(grid, window, kept, J)
+            assert index.shape == (math.prod(grid) // n, kept)
+            assert _learned_rows_needed(grid, window, kept, J) == int(index.max()) + 1, (J, kept)
+
+
+def test_learned_latent_table_too_small_for_the_grid_is_an_error():
+    model = elit.create_model("ELIT-DiT-S/2", input_size=16, in_channels=4, hidden_size=32, num_heads=4,
+                              num_classes=5, latent_pos="learned", latent_pos_table_size=64)
+    iface = model.interface                      # 8x8 tokens, 4x4 windows, J = 16: 64 rows suffice
+    assert iface._latent_pos_index((8, 8), 16).max() == 63
+    with pytest.raises(elit.UserError, match="64 rows, too few for a token grid of \\(8, 12\\)"):
+        iface._latent_pos_index((8, 12), 16)

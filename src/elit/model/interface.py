@@ -92,6 +92,31 @@ def group_coordinates(grid: tuple[int, ...], window: tuple[int, ...], device=Non
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
 
 
+def _learned_index(grid: tuple[int, ...], window: tuple[int, ...], kept: int, J: int, device=None) -> torch.Tensor:
+    """(G, kept) rows of the learned latent position table (see LatentInterface._latent_pos_index)."""
+    if J == math.prod(window):
+        raster = torch.arange(math.prod(grid), device=device).view(1, -1, 1)
+        return group_tokens(raster, grid, window)[0, :, :kept, 0]
+    groups = math.prod([g // w for g, w in zip(grid, window)])
+    return torch.arange(groups, device=device)[:, None] * J + torch.arange(kept, device=device)[None]
+
+
+def _learned_rows_needed(grid: tuple[int, ...], window: tuple[int, ...], kept: int, J: int) -> int:
+    """Table rows a (grid, kept) forward reads: one more than _learned_index's largest entry, in
+    Python ints (a tensor's max would be a host sync). With J = tokens per window the largest entry
+    is token kept-1 of the last window: within a window, raster order is global raster order."""
+    if J != math.prod(window):
+        return (math.prod([g // w for g, w in zip(grid, window)]) - 1) * J + kept
+    local, cell = kept - 1, []
+    for w in reversed(window):          # unravel kept-1 in the window, last axis fastest
+        local, r = divmod(local, w)
+        cell.append(r)
+    row = 0
+    for g, w, r in zip(grid, window, reversed(cell)):
+        row = row * g + (g - w) + r
+    return row + 1
+
+
 # ----------------------------------------------------------------------------- Read / Write
 class Read(nn.Module):
     """Latents <- their group's spatial tokens, adaLN-Zero modulated by the condition.
@@ -239,24 +264,19 @@ class LatentInterface(nn.Module):
         members = group_tokens(raster, grid, self.window)[0, :, :, 0]          # (G, n) raster index
         return members[:, coarse_to_fine_order(self.window)[:kept]].reshape(-1)
 
-    def _latent_pos_index(self, grid: tuple[int, ...], kept: int) -> torch.Tensor:
-        """Row of the learned latent position table for each (group, slot), shape (G, kept).
+    def _latent_pos_index(self, grid: tuple[int, ...], kept: int, device=None) -> torch.Tensor:
+        """Row of the learned latent position table for each (group, slot), shape (G, kept), made on
+        `device` (no host copy per forward).
 
         When J equals the tokens per window, latent (g, s) sits where token s of window g sits, so
         the row is that token's raster index (the authors' convention); otherwise g * J + s.
         """
-        J, n = self.latents_per_group, math.prod(self.window)
-        if J == n:
-            raster = torch.arange(math.prod(grid)).view(1, -1, 1).float()
-            index = group_tokens(raster, grid, self.window)[0, :, :kept, 0].long()
-        else:
-            G = math.prod([g // w for g, w in zip(grid, self.window)])
-            index = torch.arange(G)[:, None] * J + torch.arange(kept)[None]
-        # a host read of a small CPU tensor; skipped under torch.compile, where it would break the graph
-        if not torch.compiler.is_compiling() and index.max() >= self.latent_pos_embed.shape[0]:
+        # checked with Python ints, not index.max(): that would be a device sync
+        needed = _learned_rows_needed(tuple(grid), self.window, kept, self.latents_per_group)
+        if self.latent_pos_embed.shape[0] < needed:
             raise UserError(f"the learned latent position table has {self.latent_pos_embed.shape[0]} rows, "
-                             f"too few for a token grid of {grid}")
-        return index
+                            f"too few for a token grid of {grid}")
+        return _learned_index(tuple(grid), self.window, kept, self.latents_per_group, device)
 
     # -- Read / Write
     def read_latents(self, tokens: torch.Tensor, grid: tuple[int, ...], c: torch.Tensor, kept: int):
@@ -279,7 +299,7 @@ class LatentInterface(nn.Module):
         queries = self.latent_queries.index_select(0, rows).to(tokens.dtype).expand(B, G, j, -1)
         latents = self.read(queries, kv, c)
         if self.settings.latent_pos == "learned":
-            latents = latents + self.latent_pos_embed[self._latent_pos_index(grid, j)].to(latents.dtype)
+            latents = latents + self.latent_pos_embed[self._latent_pos_index(grid, j, latents.device)].to(latents.dtype)
         return latents, grouped
 
     def write_tokens(self, grouped: torch.Tensor, latents: torch.Tensor, read_latents: torch.Tensor,
