@@ -136,7 +136,15 @@ def steps_to_reach(curve: dict, target: float) -> float | None:
 
 
 def speedups(rows: list[dict]) -> list[str]:
-    """For each metric: the step at which ELIT-MB (full budget) reaches DiT's last-checkpoint quality."""
+    """For each metric: the step at which ELIT-MB (full budget) reaches DiT's last-checkpoint quality,
+    over the seed means and then seed by seed (the spread); and the other way round, the step at
+    which DiT reaches ELIT-MB's last-checkpoint quality."""
+    def reach(curve, target_curve, who):
+        last = max(target_curve)
+        reached = steps_to_reach(curve, target_curve[last][0])
+        return (f"{who} reaches it at ~{reached:.0f} steps ({last / reached:.2f}x fewer)" if reached
+                else f"{who} does not reach it by {max(curve)} steps")
+
     lines = []
     for metric in METRICS:
         c = curves(rows, metric)
@@ -144,10 +152,16 @@ def speedups(rows: list[dict]) -> list[str]:
         if not dit or not elit:
             continue
         last = max(dit)
-        reached = steps_to_reach(elit, dit[last][0])
         lines.append(f"{metric}: DiT at {last} steps = {dit[last][0]:.2f} (seeds {dit[last][1]:.2f}-{dit[last][2]:.2f}); "
-                     + (f"ELIT-MB reaches it at ~{reached:.0f} steps ({last / reached:.2f}x fewer)" if reached
-                        else f"ELIT-MB does not reach it by {max(elit)} steps"))
+                     + reach(elit, dit, "ELIT-MB"))
+        for seed in sorted({r["seed"] for r in rows}):
+            one = curves([r for r in rows if r["seed"] == seed], metric)
+            d, e = one.get(("dit", None)), one.get(("elit-mb", None))
+            if d and e and max(d) == last:
+                lines.append(f"  seed {seed}: DiT at {last} = {d[last][0]:.2f}; " + reach(e, d, "ELIT-MB"))
+        last = max(elit)
+        lines.append(f"{metric}: ELIT-MB at {last} steps = {elit[last][0]:.2f} (seeds {elit[last][1]:.2f}-"
+                     f"{elit[last][2]:.2f}); " + reach(dit, elit, "DiT"))
     return lines
 
 

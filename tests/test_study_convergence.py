@@ -36,6 +36,11 @@ def test_rows_are_published_per_model_seed_step_and_budget():
                                 ("elit-mb", 0, 1000, 82), ("elit-mb", 0, 2000, 70)]]))
     assert speed[0].startswith("fid: DiT at 2000 steps = 82.00 (seeds 80.00-84.00)")
     assert "reaches it at ~1000 steps (2.00x fewer)" in speed[0]
+    # seed by seed (only seed 0 has both models): ELIT-MB goes 82 -> 70 and passes seed 0's DiT (80)
+    # a sixth of the way from 1000 to 2000 in log-steps: 1000 * 2 ** (1 / 6) = 1122
+    assert speed[1] == "  seed 0: DiT at 2000 = 80.00; ELIT-MB reaches it at ~1122 steps (1.78x fewer)"
+    # the other way round: DiT (mean 100 at 1k, 82 at 2k) never gets down to ELIT-MB's 70
+    assert speed[2] == "fid: ELIT-MB at 2000 steps = 70.00 (seeds 70.00-70.00); DiT does not reach it by 2000 steps"
 
 
 @pytest.mark.slow
