@@ -13,17 +13,20 @@ J~ = 4 for ELIT-MB).
 Every part resumes: `elit train` continues from its last checkpoint, and a row already in
 OUT/rows-*.json is not measured again. `--measure-only --shard K/N` measures every N-th row still to
 do, from the K-th, into OUT/rows-K.json: run N of them side by side (one thread each by default).
-Rows are measured for whatever checkpoints exist, so a session that cannot finish the training can
+`--only 'dit-s1@8000'` measures just the matching checkpoints into a file of their own: one
+core can start on a finished run while the other still trains. Rows are measured for whatever checkpoints exist, so a session that cannot finish the training can
 still measure the checkpoints it has; the latest checkpoints and the full budget go first. Runs live in
 OUT/runs/<model>-s<seed>/ (the `elit train` folders).
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -260,6 +263,9 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true", help="write OUT/report from the rows measured so far")
     ap.add_argument("--publish", metavar="DIR", help="copy the report's JSON, plots and rows into DIR (docs/results)")
     ap.add_argument("--shard", metavar="K/N", help="with --measure-only: measure every N-th row to do, from the K-th")
+    ap.add_argument("--only", metavar="PATTERNS", help="with --measure-only: just the checkpoints whose label "
+                    "matches one of these comma-separated patterns (e.g. 'dit-s1@8000,elit-mb-s1@*'), into "
+                    "their own rows file, so it can run beside another measurer as soon as its checkpoints exist")
     ap.add_argument("--compile", action="store_true", help="elit.compile_blocks each model (CPU: ~20%% faster "
                     "sampling after ~1 min of compiling per model; outputs differ from eager by ~1e-6)")
     ap.add_argument("--threads", type=int, help="torch threads for measuring (default: cores / N)")
@@ -280,8 +286,8 @@ def main() -> int:
     from elit.eval.sweep import row_key, run_sweep, setting_key
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
     from study_fmnist import load_rows, reference_files
-    if args.shard and not args.measure_only:
-        raise SystemExit("--shard splits the measuring only: add --measure-only (and train first without it)")
+    if (args.shard or args.only) and not args.measure_only:
+        raise SystemExit("--shard and --only select rows to measure: add --measure-only (and train first without it)")
     shard, shards = (int(v) for v in args.shard.split("/")) if args.shard else (0, 1)
     if not 0 <= shard < shards:
         raise SystemExit(f"--shard {args.shard}: K must be in 0..N-1 (e.g. --shard 0/2 and --shard 1/2)")
@@ -296,10 +302,15 @@ def main() -> int:
         refs = reference_files(out, metrics, args.device, args.smoke)
         measured = {row_key(r) for r in load_rows(out)}
         todo = [(label, s) for label, s in pairs if setting_key(label, s, args.steps, "euler") not in measured]
+        rows_file = out / f"rows-{shard}.json"
+        if args.only:
+            patterns = args.only.split(",")
+            todo = [(label, s) for label, s in todo if any(fnmatch.fnmatchcase(label, p) for p in patterns)]
+            rows_file = out / ("rows-only-" + re.sub(r"[^A-Za-z0-9]+", "_", args.only).strip("_") + ".json")
         print(f"[measure] {len(pairs) - len(todo)} rows already measured, {len(todo)} to go; "
               f"shard {shard}/{shards} takes {len(todo[shard::shards])}", flush=True)
         run_sweep(models, todo[shard::shards], num=args.num, steps=args.steps, sampler="euler", metrics=metrics,
-                  ref=refs, batch_size=args.batch_size, json_path=out / f"rows-{shard}.json", progress=False,
+                  ref=refs, batch_size=args.batch_size, json_path=rows_file, progress=False,
                   fd_method="eigh", net_kwargs={"device": args.device})
     rows = load_rows(out)
     done = {setting_key(label, s, args.steps, "euler") for label, s in pairs}

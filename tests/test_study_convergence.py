@@ -69,6 +69,14 @@ def test_convergence_smoke_runs_resumes_and_publishes(tmp_path):
     subprocess.run(cmd + ["--report-only", "--publish", str(dest)], check=True, cwd=REPO)
     assert json.loads((dest / "fashion-mnist-convergence.json").read_text()) == again
     assert (dest / "fashion-mnist-convergence" / "convergence-fd_fmnist-vs-steps.png").is_file()
+    # --only: just the missing rows of the matching checkpoints (both budgets), into a file of their own
+    gone = {(r["model"], r["latents_per_group"]) for r in halves[1]}
+    want = {(m, b) for m, b in gone if m.startswith("elit-mb-s1@") or m == "dit-s0@4"}
+    assert want and want != gone
+    (tmp_path / "rows-1.json").unlink()
+    subprocess.run(cmd + ["--measure-only", "--only", "elit-mb-s1@*,dit-s0@4"], check=True, cwd=REPO)
+    only = json.loads((tmp_path / "rows-only-elit_mb_s1_dit_s0_4.json").read_text())
+    assert sorted((r["model"], r["latents_per_group"] or 0) for r in only) == sorted((m, b or 0) for m, b in want)
 
 
 def test_convergence_doc_table_is_the_published_rows():
