@@ -148,23 +148,23 @@ def speedups(rows: list[dict]) -> list[str]:
         return (f"{who} reaches it at ~{reached:.0f} steps ({last / reached:.2f}x fewer)" if reached
                 else f"{who} does not reach it by {max(curve)} steps")
 
+    names = {"dit": "DiT", "elit-mb": "ELIT-MB"}
     lines = []
     for metric in METRICS:
         c = curves(rows, metric)
-        dit, elit = c.get(("dit", None)), c.get(("elit-mb", None))
-        if not dit or not elit:
+        if not c.get(("dit", None)) or not c.get(("elit-mb", None)):
             continue
-        last = max(dit)
-        lines.append(f"{metric}: DiT at {last} steps = {dit[last][0]:.2f} (seeds {dit[last][1]:.2f}-{dit[last][2]:.2f}); "
-                     + reach(elit, dit, "ELIT-MB"))
-        for seed in sorted({r["seed"] for r in rows}):
-            one = curves([r for r in rows if r["seed"] == seed], metric)
-            d, e = one.get(("dit", None)), one.get(("elit-mb", None))
-            if d and e and max(d) == last:
-                lines.append(f"  seed {seed}: DiT at {last} = {d[last][0]:.2f}; " + reach(e, d, "ELIT-MB"))
-        last = max(elit)
-        lines.append(f"{metric}: ELIT-MB at {last} steps = {elit[last][0]:.2f} (seeds {elit[last][1]:.2f}-"
-                     f"{elit[last][2]:.2f}); " + reach(dit, elit, "DiT"))
+        for target, chaser in (("dit", "elit-mb"), ("elit-mb", "dit")):
+            goal, run = c[(target, None)], c[(chaser, None)]
+            last = max(goal)
+            lines.append(f"{metric}: {names[target]} at {last} steps = {goal[last][0]:.2f} (seeds {goal[last][1]:.2f}-"
+                         f"{goal[last][2]:.2f}); " + reach(run, goal, names[chaser]))
+            for seed in sorted({r["seed"] for r in rows}):
+                one = curves([r for r in rows if r["seed"] == seed], metric)
+                g, r = one.get((target, None)), one.get((chaser, None))
+                if g and r and max(g) == last:
+                    lines.append(f"  seed {seed}: {names[target]} at {last} = {g[last][0]:.2f}; "
+                                 + reach(r, g, names[chaser]))
     return lines
 
 
@@ -307,7 +307,8 @@ def main() -> int:
             patterns = args.only.split(",")
             todo = [(label, s) for label, s in todo if any(fnmatch.fnmatchcase(label, p) for p in patterns)]
             rows_file = out / ("rows-only-" + re.sub(r"[^A-Za-z0-9]+", "_", args.only).strip("_") + ".json")
-        print(f"[measure] {len(pairs) - len(todo)} rows already measured, {len(todo)} to go; "
+        skipped = "already measured" + (" or not selected" if args.only else "")
+        print(f"[measure] {len(pairs) - len(todo)} rows {skipped}, {len(todo)} to go; "
               f"shard {shard}/{shards} takes {len(todo[shard::shards])}", flush=True)
         run_sweep(models, todo[shard::shards], num=args.num, steps=args.steps, sampler="euler", metrics=metrics,
                   ref=refs, batch_size=args.batch_size, json_path=rows_file, progress=False,

@@ -41,6 +41,8 @@ def test_rows_are_published_per_model_seed_step_and_budget():
     assert speed[1] == "  seed 0: DiT at 2000 = 80.00; ELIT-MB reaches it at ~1122 steps (1.78x fewer)"
     # the other way round: DiT (mean 100 at 1k, 82 at 2k) never gets down to ELIT-MB's 70
     assert speed[2] == "fid: ELIT-MB at 2000 steps = 70.00 (seeds 70.00-70.00); DiT does not reach it by 2000 steps"
+    assert speed[3] == "  seed 0: ELIT-MB at 2000 = 70.00; DiT does not reach it by 2000 steps"
+    assert speed[4].startswith("fd_fmnist: DiT at 2000 steps = 20.00")   # then the same for the other metric
 
 
 @pytest.mark.slow
