@@ -13,10 +13,11 @@ J~ = 4 for ELIT-MB).
 Every part resumes: `elit train` continues from its last checkpoint, and a row already in
 OUT/rows-*.json is not measured again. `--measure-only --shard K/N` measures every N-th row still to
 do, from the K-th, into OUT/rows-K.json: run N of them side by side (one thread each by default).
-`--only 'dit-s1@8000'` measures just the matching checkpoints into a file of their own: one
-core can start on a finished run while the other still trains. Rows are measured for whatever checkpoints exist, so a session that cannot finish the training can
-still measure the checkpoints it has; the latest checkpoints and the full budget go first. Runs live in
-OUT/runs/<model>-s<seed>/ (the `elit train` folders).
+`--only 'dit-s1@*'` measures just the matching checkpoints into a file of their own: one core can
+start on a finished run while the other still trains. Rows are measured for whatever checkpoints
+exist, so a session that cannot finish the training can still measure the checkpoints it has; the
+latest checkpoints and the full budget go first. Runs live in OUT/runs/<model>-s<seed>/ (the
+`elit train` folders).
 """
 from __future__ import annotations
 
