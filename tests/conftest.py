@@ -16,6 +16,78 @@ torch.set_num_threads(1)
 TESTS = pathlib.Path(__file__).resolve().parent
 REPO = TESTS.parent
 
+# Under CI a test that would skip because setup left something out (the dataset, chromium, an extra)
+# fails instead, naming what is missing: a green CI run must mean the tests ran. Only a skip whose
+# reason is about the GPU stays a skip (a test that needs one, or a no-CUDA case on a machine with one).
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+GPU_SKIPS = ("needs a GPU", "a GPU is present")
+
+
+def _fmnist_guard():
+    from elit.data.fashion_mnist import missing_files
+    folder, missing = missing_files()
+    reason = (f"Fashion-MNIST is not in {folder} (missing {', '.join(missing)}): apt-get install "
+              "dataset-fashion-mnist (scripts/setup.sh does), or set ELIT_FMNIST_ROOT to a folder with the four idx files")
+    return pytest.mark.skipif(bool(missing), reason=reason)
+
+
+# The one guard for every test that reads the real dataset (honours ELIT_FMNIST_ROOT).
+needs_fmnist = _fmnist_guard()
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:    # (path, line, "Skipped: reason")
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _missing_resource(report) -> str | None:
+    """Under CI, the reason of a skip that a missing resource caused; else None."""
+    if not (IN_CI and report.skipped and not hasattr(report, "wasxfail")):
+        return None
+    reason = _skip_reason(report)
+    return None if any(g in reason for g in GPU_SKIPS) else reason
+
+
+_SKIPPED_FILES = []    # under CI: files skipped whole at collection (a module-level importorskip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    reason = _missing_resource(report)
+    if reason is not None:
+        report.outcome = "failed"
+        report.longrepr = (f"CI=true and this test would be skipped: {reason}. Setup did not install what the "
+                           "tests need; run `bash scripts/setup.sh` (CI must not pass with tests left out)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    reason = _missing_resource(report)
+    if reason is not None:      # failing the collection would stop the whole run: fail it at the end
+        _SKIPPED_FILES.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED_FILES and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Outside CI skips stay skips; one line at the end says how many and why, so none goes unseen."""
+    for line in _SKIPPED_FILES:
+        terminalreporter.write_line(f"FAILED (CI=true, a whole file would be skipped) {line}; setup did not "
+                                    "install what the tests need: run `bash scripts/setup.sh`", red=True)
+    skipped = terminalreporter.stats.get("skipped", [])
+    if skipped:
+        reasons = sorted({_skip_reason(r) for r in skipped})
+        terminalreporter.write_line(f"{len(skipped)} skipped; reasons: " + " | ".join(reasons), yellow=True)
+
 
 def load_script(relative: str, name: str | None = None):
     """A script of the repository (scripts/, benchmarks/: not a package) imported as a module."""

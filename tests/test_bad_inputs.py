@@ -25,6 +25,7 @@ import torch
 
 TESTS = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
+from conftest import needs_fmnist  # noqa: E402  (tests/ on the path when run as a script)
 DOC = TESTS.parent / "docs" / "errors.md"
 
 TINY_TRAIN = ("model.hidden_size=32 model.depth=3 model.num_heads=2 model.head_depth=1 model.tail_depth=1 "
@@ -295,8 +296,8 @@ def build_world(root: pathlib.Path) -> None:
 
 
 def _has_fmnist() -> bool:
-    from elit.data.fashion_mnist import DEFAULT_ROOT
-    return os.path.isfile(f"{os.environ.get('ELIT_FMNIST_ROOT') or DEFAULT_ROOT}/train-images-idx3-ubyte.gz")
+    from elit.data.fashion_mnist import missing_files
+    return not missing_files()[1]
 
 
 def _main(command: str) -> int:
@@ -328,9 +329,9 @@ def run_api_case(call) -> BaseException | None:
 
 def skipped(condition) -> str | None:
     if condition == NO_CUDA and torch.cuda.is_available():
-        return "CUDA is available here"
+        return "a GPU is present (the case checks the message without CUDA)"
     if condition == NEEDS_DATA and not _has_fmnist():
-        return "Fashion-MNIST is not installed"
+        return needs_fmnist.kwargs["reason"]
     return None
 
 

@@ -11,12 +11,12 @@ from PIL import Image
 
 from elit.data import (FashionMNIST, ImageFolder, InfiniteLoader, LatentShardDataset, LatentShardWriter,
                        ResumableSampler, build_dataset, load_fashion_mnist)
-from elit.data.fashion_mnist import DEFAULT_ROOT
+from elit.data.fashion_mnist import missing_files
 from elit.data.seeding import EpochFlipMixin
 
-FMNIST = Path(DEFAULT_ROOT)
-needs_fmnist = pytest.mark.skipif(not (FMNIST / "t10k-labels-idx1-ubyte.gz").is_file(),
-                                  reason="apt-get install dataset-fashion-mnist")
+from conftest import needs_fmnist
+
+FMNIST = missing_files()[0]     # the folder the loader reads (ELIT_FMNIST_ROOT or the Debian package's)
 
 
 # ---------------------------------------------------------------- Fashion-MNIST
@@ -47,11 +47,12 @@ def test_fmnist_real_files():
 def _copy_test_split(dst: Path, gz: bool = True) -> Path:
     dst.mkdir()
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        data = (FMNIST / f"{name}.gz").read_bytes()
+        packed = FMNIST / f"{name}.gz"
+        data = gzip.decompress(packed.read_bytes()) if packed.is_file() else (FMNIST / name).read_bytes()
         if gz:
-            (dst / f"{name}.gz").write_bytes(data)
+            (dst / f"{name}.gz").write_bytes(gzip.compress(data))
         else:
-            (dst / name).write_bytes(gzip.decompress(data))
+            (dst / name).write_bytes(data)
     return dst
 
 

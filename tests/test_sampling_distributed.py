@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from elit.cli import main
-from elit.data.fashion_mnist import DEFAULT_ROOT
 from elit.sampling.distributed import Shards
+from conftest import needs_fmnist
 from test_evaluate import tiny
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -58,8 +58,7 @@ def test_torchrun_sample_writes_the_files_one_process_writes(tmp_path):
     assert not leftovers     # no staging folder left (the output locks .one.lock / .two.lock stay)
 
 
-@pytest.mark.skipif(not os.path.isfile(f"{DEFAULT_ROOT}/t10k-images-idx3-ubyte.gz"),
-                    reason="apt-get install dataset-fashion-mnist")
+@needs_fmnist
 def test_torchrun_eval_sweep_gives_the_rows_one_process_gives(tmp_path, ref):
     model_dir, _ = tiny(tmp_path, "tiny")
     common = ["eval", "--model", f"e={model_dir}", "--budgets", "1,4", "--num", "20", "--steps", "2",

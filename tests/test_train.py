@@ -1,6 +1,5 @@
 """`elit train`: configs, real tiny runs on Fashion-MNIST, export, and the bad-input errors."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -9,12 +8,10 @@ import yaml
 
 import elit
 from elit.cli import main as elit_main
-from elit.data.fashion_mnist import DEFAULT_ROOT
 from elit.train.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from elit.train.config import list_presets, load_config
 
-needs_fmnist = pytest.mark.skipif(not os.path.isfile(f"{DEFAULT_ROOT}/train-images-idx3-ubyte.gz"),
-                                  reason="apt-get install dataset-fashion-mnist")
+from conftest import needs_fmnist
 
 TINY = ["model.hidden_size=32", "model.depth=3", "model.num_heads=2", "model.head_depth=1", "model.tail_depth=1",
         "train.global_batch_size=8", "train.warmup_steps=2", "train.ema_decay=0.9", "log.log_every=5",

@@ -12,11 +12,11 @@ import torch
 
 import elit
 from elit.cli import main as elit_main
-from elit.data.fashion_mnist import DEFAULT_ROOT
 from elit.train.checkpoint import checkpoint_path
 
-pytestmark = pytest.mark.skipif(not os.path.isfile(f"{DEFAULT_ROOT}/train-images-idx3-ubyte.gz"),
-                                reason="apt-get install dataset-fashion-mnist")
+from conftest import needs_fmnist
+
+pytestmark = needs_fmnist
 
 STEPS = 6
 TINY = ["model.hidden_size=32", "model.depth=3", "model.num_heads=2", "model.head_depth=1", "model.tail_depth=1",

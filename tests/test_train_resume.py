@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from elit.data.fashion_mnist import DEFAULT_ROOT
 from elit.train.checkpoint import checkpoint_path
 
-pytestmark = pytest.mark.skipif(not os.path.isfile(f"{DEFAULT_ROOT}/train-images-idx3-ubyte.gz"),
-                                reason="apt-get install dataset-fashion-mnist")
+from conftest import needs_fmnist
+
+pytestmark = needs_fmnist
 
 STEPS, EVERY = 24, 8
 TINY = ["model.hidden_size=32", "model.depth=3", "model.num_heads=2", "model.head_depth=1", "model.tail_depth=1",

@@ -41,6 +41,14 @@ def _find(folder: Path, name: str) -> Path:
         "or put the four idx files in a folder and pass root=... (or set ELIT_FMNIST_ROOT)")
 
 
+def missing_files(root: str | os.PathLike | None = None) -> tuple[Path, list[str]]:
+    """(the folder that would be read, the idx files of either split it lacks): an empty list means
+    Fashion-MNIST is there. The one check of "is the dataset installed" (the tests' guard uses it)."""
+    folder = _resolve_root(root)
+    names = [f"{p}-{kind}" for p in _PREFIX.values() for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    return folder, [n for n in names if not ((folder / n).is_file() or (folder / f"{n}.gz").is_file())]
+
+
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """Parse one idx file, checking the header so a truncated or wrong file fails loudly here
     rather than as a shape error deep inside training."""
