@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="pip install 'elit[serve]'")
+pytest.importorskip("fastapi", reason="pip install 'elit-diffusion[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import elit  # noqa: E402

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-pytest.importorskip("fastapi", reason="pip install 'elit[serve]'")
+pytest.importorskip("fastapi", reason="pip install 'elit-diffusion[serve]'")
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: apt-get install chromium "

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("ray.serve", reason="pip install 'elit[ray]' (scripts/setup.sh does)")
+pytest.importorskip("ray.serve", reason="pip install 'elit-diffusion[ray]' (scripts/setup.sh does)")
 import httpx  # noqa: E402
 
 import elit  # noqa: E402

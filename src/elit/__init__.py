@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
+# The one place the version lives (pyproject.toml reads it). The distribution is `elit-diffusion`
+# (`pip install elit-diffusion`): the name `elit` on PyPI belongs to an unrelated project.
+__version__ = "0.3.0"
 
 _API = {  # public name -> module that defines it
     "ELITModel": "elit.model", "ModelConfig": "elit.model", "BudgetSpace": "elit.model",

@@ -20,7 +20,7 @@ def load_vae(name: str, subfolder: str | None = None, dtype: torch.dtype = torch
     try:
         import diffusers
     except ImportError as e:
-        raise UserError("VAE models need diffusers: pip install 'elit[diffusers]'") from e
+        raise UserError("VAE models need diffusers: pip install 'elit-diffusion[diffusers]'") from e
     cls_name = VAE_CLASSES[kind]
     try:
         vae = getattr(diffusers, cls_name).from_pretrained(name, subfolder=subfolder, torch_dtype=dtype)

@@ -45,7 +45,7 @@ def save_mp4(frames: np.ndarray, path, fps: int = 4) -> pathlib.Path:
     try:
         import av
     except ImportError as e:
-        raise UserError("writing mp4 needs PyAV: pip install 'elit[video]'") from e
+        raise UserError("writing mp4 needs PyAV: pip install 'elit-diffusion[video]'") from e
     T, H, W, C = frames.shape
     rgb = np.repeat(frames, 3, axis=-1) if C == 1 else frames
     rgb = np.pad(rgb, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)))        # yuv420p needs even sizes

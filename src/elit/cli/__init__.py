@@ -37,6 +37,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="elit", description="Elastic-budget diffusion transformers (ELIT).")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         build_parser().print_help()
+        return 0
+    if argv[0] == "--version":
+        from elit import __version__
+        print(f"elit {__version__} (distribution elit-diffusion)")
         return 0
     name = argv[0]
     if name not in COMMANDS:

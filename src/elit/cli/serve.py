@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--vae", default=None, help="AutoencoderKL decoding a latent model's samples")
     parser.add_argument("--vae-subfolder", default=None,
                         help="subfolder of --vae that holds the VAE (e.g. 'vae' for a whole pipeline)")
-    parser.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (pip install 'elit[ray]')")
+    parser.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (pip install 'elit-diffusion[ray]')")
     parser.add_argument("--replicas", type=integer(1), default=1, help="with --ray: number of replicas")
     parser.add_argument("--log-level", default="warning", help="uvicorn's log level (default warning)")
 

@@ -25,7 +25,7 @@ def _av():
     try:
         import av
     except ImportError as e:
-        raise UserError("video folders need PyAV: pip install 'elit[video]'") from e
+        raise UserError("video folders need PyAV: pip install 'elit-diffusion[video]'") from e
     return av
 
 

@@ -34,7 +34,7 @@ def import_diffusers():
         return importlib.import_module("diffusers")
     except ImportError:
         raise UserError("this model wraps a diffusers transformer; install diffusers (pip install "
-                        "'elit[diffusers]')") from None
+                        "'elit-diffusion[diffusers]')") from None
 
 
 class MMDiTBackbone(Backbone):
