@@ -2,6 +2,7 @@
 
     python benchmarks/peer_codes.py --elit-checkout ~/src/elit --dit-checkout ~/src/DiT \
         [--model S|B] [--batch N] [--repeats N] [--threads N] [--only forward,train,sample]
+        [--json docs/performance-peers.json --key NAME]     # the figures for the docs' tables
 
 Checkouts (nothing of them is copied into this repository; the script imports them from where
 they are):
@@ -87,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="our side with elit.compile_blocks (inductor), as a user who opts in would run it; "
                          "the reference stays eager (its code has no such path)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as a docs JSON entry (the form "
+                    "scripts/docs_tables.py renders docs/performance-peers.md's tables from)")
+    ap.add_argument("--key", help="with --json: store the entry under this key of PATH, its other entries kept")
     args = ap.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     bad = [p for p in parts if p not in PARTS]
@@ -144,6 +148,16 @@ def ratio_table(rows: list[dict], title: str) -> str:
         lines.append(f"{r['case']:<28} {r['ref_s']:>13.4f} {r['ours_s']:>10.4f} {ratio:>6.2f}x {mins} "
                      f"{r['max_diff']:>11.2e}")
     return "\n".join(lines)
+
+
+def doc_entry(args, figures: dict, J: int | None, layout: str | None, source: dict) -> dict:
+    """The docs JSON entry of one run: per part its rows (medians, fastest repeats, max |diff|) with
+    the two ratios the tables show (scripts/docs_tables.py `peer_rows` reads it)."""
+    parts = {part: [dict(r, ratio=r["ref_s"] / r["ours_s"], of_mins=r["ref_min"] / r["ours_min"]) for r in rows]
+             for part, rows in figures.items()}
+    return {"source": source, "model": args.model, "batch": args.batch, "repeats": args.repeats,
+            "threads": args.threads, "compile": args.compile, "steps": args.steps, "layout": layout, "J": J,
+            "parts": parts}
 
 
 def git_commit(root: pathlib.Path) -> str:
@@ -434,11 +448,11 @@ def part_forward(args, ref_model, ours, J) -> str:
             diff = max_diff(ref_model(x, t, y=y, inference_budget=b)[0], ours(x, t, y, budget=k))
             med = interleaved({"ref": lambda: ref_model(x, t, y=y, inference_budget=b),
                                "ours": lambda: ours(x, t, y, budget=k)}, args.repeats)
-            rows.append(dict(case=f"{k:>2}/{J} latents (b={b:g})", **timing(med),
+            rows.append(dict(case=f"{k:>2}/{J} latents (b={b:g})", latents=k, **timing(med),
                              max_diff=diff))
     title = (f"[forward] no-grad forward, batch {B}, input {S}x{S}, median of {args.repeats}; "
              f"their SiTELIT(..., inference_budget=k/J) vs our model(..., budget=k)")
-    return ratio_table(rows, title)
+    return title, rows
 
 
 def part_train(args, dit_mod) -> str:
@@ -482,7 +496,7 @@ def part_train(args, dit_mod) -> str:
     title = (f"[train] forward + MSE(eps channels) + backward + AdamW step, batch {B}, input {S}x{S}, median of "
              f"{args.repeats}; trainable parameters: theirs {n_theirs:,}, ours {n_ours:,}; max |diff| = eval "
              f"forward at equal weights before training")
-    return ratio_table(rows, title)
+    return title, rows
 
 
 def part_sample(args, root, ref_model, ours, J) -> str:
@@ -513,7 +527,7 @@ def part_sample(args, root, ref_model, ours, J) -> str:
     title = (f"[sample] batch {B}, input {S}x{S}, cond pass at {J}/{J} latents, uncond (null class) at 1/{J}, "
              f"s = w = {args.cfg_scale:g}, median of {reps}\n  theirs: {how}\n  ours: elit.sample(guidance='ccfg', "
              f"w={args.cfg_scale:g}, weak_budget=1)")
-    return ratio_table(rows, title)
+    return title, rows
 
 
 # ----------------------------------------------------------------------------- main
@@ -529,6 +543,7 @@ def main(argv=None) -> int:
     import warnings
     import torch
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     # Their Read/Write attention enters torch.backends.cuda.sdp_kernel() at every call (deprecated).
     warnings.filterwarnings("ignore", message=".*sdp_kernel.*", category=FutureWarning)
     print(f"peer_codes: torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
@@ -544,25 +559,34 @@ def main(argv=None) -> int:
         return 0
     print(f"  timm: {install_timm_standin()}")
     ref_model = ours = None
-    J = None
+    J = layout = None
     if "forward" in run or "sample" in run:
         sit_elit = import_authors(roots["elit"])
         ref_model, kw, preset = build_authors_elit(sit_elit, args)
         ours = maybe_compile(convert("authors-elit", ref_model.state_dict(), kw), args)
         J = ours.latents_per_group
         head, core, tail = (len(part) for part in ours.config.layout())
+        layout = f"{head}/{core}/{tail}"
         print(f"  ELIT model: {preset} kwargs at input {args.input_size} (encoder_depth={kw['encoder_depth']}, "
               f"group_size={kw['group_size']}): head/core/tail = {head}/{core}/{tail} blocks, J = {J}")
+    figures = {}
     for part in run:
         if part == "forward":
-            text = part_forward(args, ref_model, ours, J)
+            title, rows = part_forward(args, ref_model, ours, J)
         elif part == "train":
-            text = part_train(args, import_dit(roots["dit"]))
+            title, rows = part_train(args, import_dit(roots["dit"]))
         else:
-            text = part_sample(args, roots["elit"], ref_model, ours, J)
-        print("\n" + text, flush=True)
+            title, rows = part_sample(args, roots["elit"], ref_model, ours, J)
+        figures[part] = rows
+        print("\n" + ratio_table(rows, title), flush=True)
     print(f"\nratio = reference time / our time (> 1: we are faster); 1-min load average at the end "
           f"{load_average()}")
+    if args.json:
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+        import docs_tables     # the generator owns the docs JSON's layout
+        entry = doc_entry(args, figures, J, layout, docs_tables.measured_source(load_before, args.threads))
+        docs_tables.write_entry(args.json, entry, args.key)
+        print(f"figures: {args.json}" + (f" [{args.key}]" if args.key else ""))
     return 0
 
 

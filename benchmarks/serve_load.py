@@ -3,6 +3,7 @@ full-budget capacity, side by side in one run. Everything stays on 127.0.0.1 and
 
     python benchmarks/serve_load.py [--model DIR] [--duration 20] [--clients 32] [--deadline-ms 1500]
                                     [--json out.json] [--plot docs/images/serve-load.png]
+    python benchmarks/serve_load.py --json docs/serving.json --key load-test     # the doc's table
 
 1. Starts `elit serve` on a free loopback port (a random-weight ELIT-DiT unless --model; weights do not
    change the time) with one torch thread, or uses --url (loopback only).
@@ -16,6 +17,9 @@ full-budget capacity, side by side in one run. Everything stays on 127.0.0.1 and
 4. Prints, per run: throughput, p50/p95/p99 latency of answered requests, deadline hit rate (answered
    200 within D, over all requests), errors (anything but 200: 503 refusals, timeouts), the budget
    histogram; and plots latency and budget over time.
+5. --json PATH writes the figures and every request (what --replot reads); with --key NAME only the
+   figures, as the entry NAME of the docs JSON at PATH (its other entries kept), the form
+   scripts/docs_tables.py renders docs/serving.md's tables from. --capacity-only writes them too.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import asyncio
 import collections
 import json
 import os
+import pathlib
 import random
 import socket
 import subprocess
@@ -177,6 +182,15 @@ def plot(runs, deadline_ms, path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def doc_entry(args, model: str, capacity: float, runs: list[dict], source: dict, requests: bool = True) -> dict:
+    """The figures of a run (scripts/docs_tables.py `load_test` / `ray_capacity` read them), with
+    every request when `requests` (what --replot draws from)."""
+    keep = ("factor", "mode", "summary", *(("results",) if requests else ()))
+    return {"source": source, "model": model, "steps": args.steps, "deadline_ms": args.deadline_ms,
+            "clients": args.clients, "duration_s": args.duration, "capacity_seconds": args.capacity_seconds,
+            "capacity_img_s": round(capacity, 3), "runs": [{k: r[k] for k in keep} for r in runs]}
+
+
 def wait_idle(url, timeout=120) -> None:
     stop = time.monotonic() + timeout
     while time.monotonic() < stop:
@@ -200,6 +214,8 @@ def main():
     ap.add_argument("--max-queue", type=int, default=256)
     ap.add_argument("--server-threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the figures (and every request) here")
+    ap.add_argument("--key", default=None, help="with --json: store only the figures, under this key of the docs JSON "
+                                                "at --json (its other entries kept)")
     ap.add_argument("--plot", default=None, help="write the latency / budget plot here (PNG)")
     ap.add_argument("--capacity-only", action="store_true", help="measure the full-budget capacity and stop")
     ap.add_argument("--replot", default=None, help="only redraw --plot from a --json file of an earlier run")
@@ -211,6 +227,7 @@ def main():
         plot(saved["runs"], saved["deadline_ms"], args.plot)
         return
     proc = None
+    load_before = os.getloadavg()[0]
     if args.url:
         check_loopback(args.url)
         url = args.url
@@ -228,13 +245,12 @@ def main():
         wait_idle(url)
         print(f"full-budget capacity: {capacity:.2f} images/s ({args.clients} closed-loop clients, "
               f"{args.capacity_seconds:g} s); deadline {args.deadline_ms:g} ms; load average {os.getloadavg()[0]:.2f}")
-        if args.capacity_only:
-            return
         runs = []
-        header = (f"{'load':>5} {'mode':>9} {'req':>5} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        factors = [] if args.capacity_only else [float(f) for f in args.factors.split(",")]
+        if factors:
+            print(f"{'load':>5} {'mode':>9} {'req':>5} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
                   f"{'hit rate':>8} {'errors':>6}  budgets (budget@steps: images)")
-        print(header)
-        for factor in [float(f) for f in args.factors.split(",")]:
+        for factor in factors:
             for mode in ("fixed", "deadline"):
                 def body_of(i, mode=mode):
                     body = {"seed": i, "label": i % 10}
@@ -251,11 +267,13 @@ def main():
                 wait_idle(url)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"capacity_img_s": capacity, "deadline_ms": args.deadline_ms, "steps": args.steps,
-                           "clients": args.clients, "duration_s": args.duration, "model": info["name"],
-                           "runs": [{k: v for k, v in r.items()} for r in runs]}, f, indent=1, default=str)
-        if args.plot:
+            sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+            import docs_tables     # the generator owns the docs JSON's layout
+            source = docs_tables.measured_source(load_before, args.server_threads)
+            entry = doc_entry(args, info["name"], capacity, runs, source, requests=not args.key)
+            docs_tables.write_entry(args.json, entry, args.key)
+            print(f"figures: {args.json}" + (f" [{args.key}]" if args.key else ""))
+        if args.plot and runs:
             plot(runs, args.deadline_ms, args.plot)
             print(f"plot: {args.plot}")
     finally:

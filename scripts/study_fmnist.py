@@ -26,6 +26,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))   # the sibling scripts, also when loaded by path
+from docs_tables import fill_doc  # noqa: E402  (one marker convention for every generated doc)
+
 MODELS = {  # label in the results -> training config
     "dit": "study-fmnist-dit",
     "elit": "study-fmnist-elit",
@@ -249,18 +252,6 @@ def doc_sections(rows: list[dict], metrics) -> dict[str, str]:
     for m in metrics:
         grids += [f"**ELIT-MB, {METRIC_NAMES[m]}** {GRID_NOTE}", "", budget_guidance_table(rows, "elit-mb", m), ""]
     return {"results-table": "\n".join(table) + "\n", "budget-grids": "\n".join(grids)}
-
-
-def fill_doc(text: str, sections: dict[str, str]) -> str:
-    """Replace what lies between each `<!-- NAME:start -->` line and its `<!-- NAME:end -->`."""
-    for name, body in sections.items():
-        start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
-        if start not in text or end not in text:
-            raise SystemExit(f"[publish] the results doc has no {start.strip()} ... {end} markers: "
-                             "put them around the section to generate")
-        a = text.index(start) + len(start)
-        text = text[:a] + body + text[text.index(end, a):]
-    return text
 
 
 def publish(out: pathlib.Path, rows: list[dict], metrics, dest: pathlib.Path) -> None:

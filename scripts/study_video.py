@@ -4,7 +4,7 @@ multi-budget ELIT video, on moving Fashion-MNIST, measured per frame (FD-FMNIST)
 Resumable: rerun the same command and it continues (training from checkpoints, rows from OUT/rows.json).
 
     python scripts/study_video.py --out runs/video-study                 # train, sweep, report
-    python scripts/study_video.py --out runs/video-study --publish docs/results
+    python scripts/study_video.py --out runs/video-study --publish docs/results   # and video.md's table
     python scripts/study_video.py --out /tmp/v --smoke                   # minutes: tiny settings
 """
 from __future__ import annotations
@@ -38,6 +38,28 @@ def train(out: pathlib.Path, overrides: list[str]) -> dict:
     return seconds
 
 
+def publish(report: pathlib.Path, out: pathlib.Path, grids: list[pathlib.Path], dest: pathlib.Path) -> None:
+    """Copy video.json, the resumable rows and the grids into DEST (docs/results) and, when DEST holds
+    video.md, regenerate its results table from them (with DEST/video-reference.json's real-clip line),
+    so the doc shows the published numbers. A doc without the table's markers stops this before
+    anything is written."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from docs_tables import fill_doc, video_results    # the one renderer of that table (tests/test_docs.py)
+    from elit._io import atomic_write
+    files = {dest / "video.json": (report / "video.json").read_bytes(),
+             dest / "video" / "rows.json": (out / "rows.json").read_bytes(),
+             **{dest / "video" / g.name: g.read_bytes() for g in grids}}
+    doc, reference = dest / "video.md", dest / "video-reference.json"
+    if doc.is_file():
+        table = video_results(json.loads(files[dest / "video.json"]),
+                              json.loads(reference.read_text()) if reference.is_file() else None)
+        files[doc] = fill_doc(doc.read_text(), {"video-results": table}).encode()
+    for path, content in files.items():   # each file whole or not at all
+        with atomic_write(path) as f:
+            f.write(content)
+    print(f"[publish] {dest}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -45,7 +67,8 @@ def main() -> int:
     ap.add_argument("--ref-num", type=int, default=2000, help="reference clips (moving-fmnist-test)")
     ap.add_argument("--steps", type=int, default=20, help="Euler steps")
     ap.add_argument("--batch-size", type=int, default=200)
-    ap.add_argument("--publish", metavar="DIR", help="copy video.json and the grids into DIR (docs/results)")
+    ap.add_argument("--publish", metavar="DIR", help="copy video.json and the grids into DIR (docs/results) and "
+                                                     "regenerate DIR/video.md's results table")
     ap.add_argument("--smoke", action="store_true", help="tiny models and few clips: checks the pipeline")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
@@ -87,14 +110,7 @@ def main() -> int:
     (report / "tables.md").write_text(f"```\n{table}\n```\n\ntraining seconds: {seconds}\n")
     print(table)
     if args.publish:
-        from elit._io import atomic_write
-        dest = pathlib.Path(args.publish)
-        for src, dst in [(report / "video.json", dest / "video.json"), (out / "rows.json", dest / "video" / "rows.json"),
-                         *((g, dest / "video" / g.name) for g in grids)]:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(dst) as f:
-                f.write(src.read_bytes())
-        print(f"[publish] {dest}")
+        publish(report, out, grids, pathlib.Path(args.publish))
     return 0
 
 

@@ -3,6 +3,7 @@ the ratio table). The reference codes themselves are not run here: a fake checko
 nothing of theirs, and the real ones are not part of this repository."""
 from __future__ import annotations
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -87,3 +88,29 @@ def test_ratio_table_is_reference_over_ours(pc):
     assert "ratio" in lines[1] and "max |diff|" in lines[1]
     assert "1.50x" in lines[3] and "2.50e-06" in lines[3]
     assert "0.80x" in lines[4]
+
+
+def test_json_entry_renders_in_the_docs_tables(pc):
+    """What `--json PATH --key NAME` stores is what scripts/docs_tables.py renders the tables from."""
+    dt = load_script("scripts/docs_tables.py")
+    args = pc.parse_args(["--batch", "4", "--threads", "2"])
+
+    def row(ref, ours, **kw):
+        return dict(case="c", ref_s=ref, ours_s=ours, ref_min=ref * 0.9, ours_min=ours, max_diff=2.5e-6, **kw)
+    figures = {"forward": [row(0.22, 0.20, latents=1), row(0.30, 0.30, latents=16)], "train": [row(0.8, 0.4)],
+               "sample": [row(20.0, 19.0)]}
+    eager = pc.doc_entry(args, figures, 16, "8/2/2", {"command": "x"})
+    assert json.loads(json.dumps(eager)) == eager
+    compiled = pc.doc_entry(pc.parse_args(["--compile", "--only", "forward,train"]),
+                            {k: figures[k] for k in ("forward", "train")}, 16, "8/2/2", {"command": "x"})
+    data = {"final-eager": eager, "final-compiled": compiled, "main-1-thread": eager, "layout-2-8-2": eager}
+    assert dt.peer_table("main-1-thread", data).splitlines()[2:] == [
+        "| forward, ELIT-SiT-S/2 (8/2/2) | 1/16 latents | 0.2200 | 0.2000 | 1.10x | 0.99x | 2.50e-06 |",
+        "| | 16/16 | 0.3000 | 0.3000 | 1.00x | 0.90x | 2.50e-06 |",
+        "| train, DiT-S/2 | one step | 0.8000 | 0.4000 | 2.00x | 1.80x | 2.50e-06 |",
+        "| sample, Euler 40, CCFG 16 + 1 latents | batch of 4 | 20.0000 | 19.0000 | 1.05x | 0.95x | 2.50e-06 |"]
+    final = dt.peers_final(data).splitlines()
+    assert final[2].endswith("| 0.2000 | 1.10x | 0.99x |") and final[-1].endswith("| not run | | |")
+    assert dt.peers_summary(data).splitlines()[2:] == ["| both eager | 1.10x | 1.00x | 2.00x | 1.05x |",
+                                                      "| ours with `--compile` | 1.10x | 1.00x | 2.00x | not run |"]
+    assert dt.peers_by_budget(data).splitlines()[0] == "| latents / group | 1 | 16 |"
