@@ -21,6 +21,10 @@ def add_arguments(parser) -> None:
     target.add_argument("--target-seconds", type=number(above=0), help="seconds per image, measured on this machine")
     parser.add_argument("--table", default=None, help="measured table (JSON list of rows); default: build a "
                                                       "proxy table by sampling the model")
+    parser.add_argument("--table-model", default=None, help="study table (several models, one column per metric, "
+                        "e.g. docs/results/fashion-mnist-front.json): the model whose rows to plan with")
+    parser.add_argument("--table-seed", type=integer(0), default=None, help="study table: the training seed")
+    parser.add_argument("--metric", default=None, help="study table: the metric column to rank by (fid, fd_fmnist)")
     parser.add_argument("--scale", type=number(low=0), default=None,
                         help="proxy table: compare cfg / ccfg at this lambda")
     parser.add_argument("--seeds", default="0-7", help="proxy table: seeds to sample")
@@ -37,8 +41,10 @@ def run(args) -> int:
     config, _ = read_config(args.model)  # refuses a folder that is not an elit model
     if not config.elastic:
         raise UserError(f"{args.model} is a plain backbone without budgets; `elit plan` needs an ELIT model")
+    if not args.table and (args.table_model or args.table_seed is not None or args.metric):
+        raise UserError("--table-model, --table-seed and --metric choose rows of a study --table; give --table")
     if args.table:
-        rows = load_table(args.table)
+        rows = load_table(args.table, args.table_model, args.table_seed, args.metric)
     else:
         model = load_pretrained(args.model, device=resolve_device(args.device))
         print(f"elit plan: no --table; building a proxy table ({PROXY_METRIC}, NOT FID) from seeds {args.seeds}")

@@ -7,8 +7,11 @@ A table is a JSON list of measured rows:
     {"steps": 40, "budget": 4, "schedule": null, "guidance": "ccfg", "scale": 0.25, "weak_budget": 1,
      "sampler": "euler", "gflops_per_image": 1234.5, "seconds_per_image": 0.02,
      "metric": "fid10k", "value": 5.1, "lower_is_better": true}
-(`sampler`, `schedule`, `scale`, `weak_budget`, `seconds_per_image` optional.) The planner keeps the
-rows whose cost fits the target and returns the best one by its metric (ties: the cheaper).
+(`sampler`, `schedule`, `scale`, `weak_budget`, `cache`, `seconds_per_image` optional.) The planner keeps
+the rows whose cost fits the target and returns the best one by its metric (ties: the cheaper).
+
+A study table (docs/results/fashion-mnist-front.json: rows of several models and seeds, one column per
+metric) is read directly: `--table-model`, `--table-seed` and `--metric` pick the rows and the column.
 
 Without a table it samples the model at a few settings and scores each with a cheap PROXY, not FID:
 the RMSE (data space) between its images and a high-step, full-budget Heun reference from the same
@@ -27,12 +30,42 @@ from elit._io import read_json
 from elit.errors import UserError
 
 REQUIRED = ("steps", "guidance", "gflops_per_image", "metric", "value", "lower_is_better")
+LOWER_IS_BETTER = {"fid": True, "fd_fmnist": True, "fdd": True, "kid": True}   # metric columns of study tables
 PROXY_METRIC = "proxy_rmse_to_reference"
 
 
 # ---------------------------------------------------------------------- tables
-def load_table(path) -> list[dict]:
-    return check_table(read_json(path, "table"), str(path))
+def load_table(path, model: str | None = None, seed: int | None = None, metric: str | None = None) -> list[dict]:
+    """A planner table; a study table (no `metric` column, one column per metric) is first narrowed
+    to one model, seed and metric (front_table)."""
+    rows = read_json(path, "table")
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "metric" not in rows[0] and "model" in rows[0]:
+        return check_table(front_table(rows, model, seed, metric, str(path)), str(path))
+    if model is not None or seed is not None or metric is not None:
+        raise UserError(f"{path} is a planner table (one metric, one model): --table-model, --table-seed and "
+                        "--metric are for study tables such as docs/results/fashion-mnist-front.json")
+    return check_table(rows, str(path))
+
+
+def front_table(rows: list[dict], model: str | None, seed: int | None, metric: str | None,
+                where: str = "table") -> list[dict]:
+    """The planner rows of one model and seed of a study table, scored by one of its metric columns
+    (lower is better: FID, FD-FMNIST). Rows without a value for that metric are left out."""
+    models = sorted({r.get("model") for r in rows if isinstance(r, dict)}, key=str)
+    seeds = sorted({r.get("seed") for r in rows if isinstance(r, dict)}, key=str)
+    metrics = sorted(k for k in LOWER_IS_BETTER if any(isinstance(r, dict) and r.get(k) is not None for r in rows))
+    if model is None or seed is None or metric is None:
+        raise UserError(f"{where} holds several models, seeds and metrics: choose with --table-model "
+                        f"({', '.join(map(str, models))}), --table-seed ({', '.join(map(str, seeds))}) and "
+                        f"--metric ({', '.join(metrics)})")
+    if metric not in metrics:
+        raise UserError(f"{where} has no {metric!r} values; choose --metric from {', '.join(metrics)}")
+    chosen = [dict(r, metric=metric, value=r[metric], lower_is_better=LOWER_IS_BETTER[metric])
+              for r in rows if r.get("model") == model and r.get("seed") == seed and r.get(metric) is not None]
+    if not chosen:
+        raise UserError(f"{where} has no {metric} rows for model {model!r} seed {seed}; models: "
+                        f"{', '.join(map(str, models))}; seeds: {', '.join(map(str, seeds))}")
+    return chosen
 
 
 def check_table(rows, where: str = "table") -> list[dict]:
@@ -75,6 +108,8 @@ def describe(row: dict) -> str:
         text += f" lambda={row.get('scale')}"
         if row.get("weak_budget") is not None:
             text += f" weak budget {row['weak_budget']}"
+    if row.get("cache") is not None:
+        text += f", TeaCache {row['cache']:g}"
     return text
 
 
@@ -92,6 +127,8 @@ def command_for(row: dict, model_dir) -> str:
         args += ["--guidance", row["guidance"], "--scale", str(row.get("scale"))]
         if row.get("weak_budget") is not None:
             args += ["--weak-budget", str(row["weak_budget"])]
+    if row.get("cache") is not None:
+        args += ["--cache", str(row["cache"])]
     return shlex.join(args + ["--seeds", "0-49999", "--out", "samples/"])
 
 

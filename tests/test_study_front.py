@@ -1,0 +1,120 @@
+"""The quality-compute front study (scripts/study_front.py, issue 26): row ids, fronts, the dominance
+analysis, `elit plan` on a study table, and (slow) the whole driver at smoke scale."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, load_script
+from elit.cli import main as elit_main
+
+front = load_script("scripts/study_front.py", "study_front")
+
+
+def test_every_planned_row_id_reads_back_to_its_setting():
+    ids = set()
+    for label in front.MODELS:
+        for s in front.grid(label):
+            ident = front.row_id(label, 1, s)
+            assert front.parse_row_id(ident) == (label, 1, s), ident
+            ids.add(ident)
+    assert len(ids) == sum(len(front.grid(m)) for m in front.MODELS)      # no two settings share an id
+    with pytest.raises(SystemExit, match="cannot read row id"):
+        front.parse_row_id("dit-s0:euler-40")
+
+
+def test_the_grid_covers_what_the_issue_asks():
+    elit = front.grid("elit-mb")
+    assert {(s["sampler"], s["nfe"]) for s in elit} >= {(k, n) for k in ("euler", "heun") for n in (8, 12, 20, 40)}
+    assert {s["budget"] for s in elit} == {None, 1, 2, 4, 8}       # None is J~ = 16, the full budget
+    assert len({s["schedule"] for s in elit if s["schedule"]}) >= 2
+    assert len({s["cache"] for s in elit if s["cache"]}) >= 2
+    assert {s["guidance"] for s in elit} == {"none", "cfg", "ccfg"}
+    for label in ("dit", "dit-d3", "dit-d2"):
+        g = front.grid(label)
+        assert {s["guidance"] for s in g} == {"none", "cfg"} and len({s["cache"] for s in g if s["cache"]}) >= 2
+        assert all(s["scale"] == front.SCALE for s in g if s["guidance"] != "none")
+    assert sum(len(front.grid(m)) for m in front.MODELS) >= 120
+
+
+def row(model, gflops, fd, seed=0, **kw):
+    s = front.setting(**kw)
+    return {"id": front.row_id(model, seed, s), "model": model, "seed": seed, **s, "gflops_per_image": gflops,
+            "fd_fmnist": fd, "fid": None}
+
+
+def test_fronts_levels_and_the_budget_versus_steps_answer():
+    rows = [row("dit", 1.0, 30.0, nfe=8), row("dit", 2.0, 20.0, nfe=16), row("dit", 3.0, 25.0, sampler="heun"),
+            row("dit", 4.0, 10.0, nfe=32), row("dit-d2", 0.5, 40.0, nfe=8)]
+    assert [r["gflops_per_image"] for r in front.pareto(rows, "fd_fmnist")] == [0.5, 1.0, 2.0, 4.0]
+    assert front.best_within(rows, "fd_fmnist", 3.5)["gflops_per_image"] == 2.0
+    assert front.best_within(rows, "fd_fmnist", 0.4) is None
+    assert front.interpolate([(1.0, 30.0), (4.0, 10.0)], 2.0) == pytest.approx(20.0)     # halfway in log GFLOPs
+    assert front.interpolate([(1.0, 30.0), (4.0, 10.0)], 8.0) is None
+    elit = [row("elit-mb", g, fd, nfe=n) for g, fd, n in ((1.0, 30.0, 10), (4.0, 10.0, 40))]
+    elit += [row("elit-mb", 2.0, 15.0, nfe=40, budget=4), row("elit-mb", 1.5, 40.0, nfe=40, budget=1)]
+    table, verdicts = front.budget_vs_steps(elit, "fd_fmnist", seeds=(0,))
+    # J~ = 4 at 2 GF beats the full budget's 20.0 there; J~ = 1 at 1.5 GF loses to ~22.9
+    assert sorted((b, low < steps) for b, _, low, steps in verdicts) == [(1, False), (4, True)]
+    assert "| 4 | 40 | 2.00 | 15.00 / 20.00 |" in table
+
+
+def test_dominance_names_the_winner_and_its_margin():
+    rows = [row("dit", 1.0, 30.0, nfe=8), row("elit-mb", 1.0, 24.0, nfe=8, budget=1),
+            row("dit-d2", 0.5, 50.0, nfe=8)]
+    table = front.dominance_table(rows, "fd_fmnist", seeds=(0,))
+    line = next(l for l in table.splitlines() if l.startswith("| 1 |"))
+    assert line.endswith("s0: ELIT-MB by 6.00 (20%) |"), line
+    assert "| 0.5 |" in table and "s0: DiTs of 6/3/2 blocks |" in table
+
+
+def test_elit_plan_reads_a_study_table_directly(tmp_path, capsys):
+    rows = [dict(row("elit-mb", g, fd, nfe=n, budget=b), steps=n, fid=fid)
+            for g, fd, fid, n, b in ((1.0, 30.0, 90.0, 8, None), (2.0, 15.0, None, 40, 4), (1.5, 18.0, 70.0, 40, 1))]
+    rows.append(dict(row("dit", 1.0, 5.0, nfe=8), steps=8))
+    table = tmp_path / "front.json"
+    table.write_text(json.dumps(rows))
+    model = tmp_path / "m"
+    import elit
+    elit.save_pretrained(elit.create_model("ELIT-DiT-S/2", num_classes=10, in_channels=1, input_size=32, depth=4,
+                                           hidden_size=32, num_heads=2, head_depth=1, tail_depth=1), model)
+    base = ["plan", "--model", str(model), "--table", str(table), "--target-gflops", "2.5", "--json"]
+    assert elit_main(base + ["--table-model", "elit-mb", "--table-seed", "0", "--metric", "fd_fmnist"]) == 0
+    choice = json.loads(capsys.readouterr().out)
+    assert choice["choice"]["value"] == 15.0 and "--budget 4" in choice["command"]
+    assert elit_main(base + ["--table-model", "elit-mb", "--table-seed", "0", "--metric", "fid"]) == 0
+    assert json.loads(capsys.readouterr().out)["choice"]["value"] == 70.0      # rows without FID left out
+    assert elit_main(base) == 2
+    assert "--table-model (dit, elit-mb)" in capsys.readouterr().err
+    assert elit_main(base + ["--table-model", "elit-mb", "--table-seed", "3", "--metric", "fid"]) == 2
+    assert "no fid rows for model 'elit-mb' seed 3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_front_study_smoke_trains_measures_publishes_and_remeasures(tmp_path):
+    out, docs = tmp_path / "s", tmp_path / "docs"
+    cmd = [sys.executable, str(REPO / "scripts" / "study_front.py"), "--out", str(out), "--smoke"]
+    docs.mkdir()
+    (docs / "fashion-mnist-front.md").write_text("".join(
+        f"<!-- {name}:start -->\n<!-- {name}:end -->\n" for name in front.doc_sections([])))
+    subprocess.run(cmd + ["--publish", str(docs)], check=True, cwd=REPO)
+    rows = json.loads((docs / "fashion-mnist-front.json").read_text())
+    assert {r["model"] for r in rows} == set(front.MODELS) and {r["seed"] for r in rows} == {0, 1}
+    assert len({r["id"] for r in rows}) == len(rows) and all(r["fd_fmnist"] > 0 for r in rows)
+    assert sum(r["fid"] is not None for r in rows) >= 3
+    assert all(set(r) == set(front.PUBLISHED_KEYS) for r in rows)
+    doc = (docs / "fashion-mnist-front.md").read_text()
+    assert all(body in doc for body in front.doc_sections(rows).values())
+    assert (docs / "fashion-mnist-front" / "front-fd_fmnist.png").is_file()
+    assert (docs / "fashion-mnist-front" / "models" / "elit-mb-s1" / "model.safetensors").is_file()
+    # one row again from the published models: the same numbers
+    target = next(r for r in rows if r["model"] == "elit-mb" and r["budget"] == 1 and r["guidance"] == "none")
+    again = subprocess.run(cmd + ["--measure-row", target["id"], "--models", str(docs / "fashion-mnist-front" / "models")],
+                           check=True, cwd=REPO, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    again = json.loads(again)
+    assert again["fd_fmnist"] == pytest.approx(target["fd_fmnist"], rel=1e-4)
+    assert again["gflops_per_image"] == target["gflops_per_image"]
+    # resuming: nothing left to train or measure
+    log = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
+    assert "0 to go" in log and "[train]" not in log
