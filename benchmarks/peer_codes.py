@@ -21,6 +21,11 @@ run (the two implementations alternate within every repeat; the median is report
   sample   Euler, 40 steps, cheap CFG (conditional pass at the full budget, unconditional pass at
            the lowest budget), `elit.sample` vs their `elit_ccfg_inference.sample_single` (which
            calls `samplers.euler_sampler`).
+  objective  not a speed test: their training loss (`loss.py` SILoss with the settings of their ELIT
+           configs: prediction v, path linear, weighting lognormal) on their model against our
+           `elit.flow.flow_loss` on the converted model, on the same batch with the same noise and
+           times (theirs drawn by their code; ours given the same values), at every budget; and
+           our TimeSampler (logit-normal(0, 1)) against their time draw from the same normals.
 
 The reference models are built by their own constructors with a seeded random init, then every
 trainable tensor is redrawn (seeded) so that no adaLN gate or output layer is zero (their init
@@ -48,14 +53,16 @@ import sys
 import time
 import types
 
-PARTS = ("forward", "train", "sample")
+PARTS = ("forward", "train", "sample", "objective")
 ELIT_REPO = "https://github.com/snap-research/elit"
 DIT_REPO = "https://github.com/facebookresearch/DiT"
 # Files each part needs from each checkout (relative to its root).
 ELIT_FILES = {"forward": ("models/sit.py", "models/sit_elit.py", "elit_utils/token_editors.py",
                           "elit_utils/masking_strategies.py"),
               "sample": ("models/sit.py", "models/sit_elit.py", "elit_utils/token_editors.py",
-                         "elit_utils/masking_strategies.py", "samplers.py", "elit_ccfg_inference.py")}
+                         "elit_utils/masking_strategies.py", "samplers.py", "elit_ccfg_inference.py"),
+              "objective": ("models/sit.py", "models/sit_elit.py", "elit_utils/token_editors.py",
+                            "elit_utils/masking_strategies.py", "loss.py", "dfm_utils/laplacian_decomposer.py")}
 DIT_FILES = {"train": ("models.py",)}
 SIZES = ("S", "B")
 
@@ -76,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=4, help="images per call (default 4)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement; median (default 5)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated subset of forward,train,sample")
+    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated subset of " + ",".join(PARTS))
     ap.add_argument("--input-size", type=int, default=32, help="latent side (default 32 = 256px images)")
     ap.add_argument("--steps", type=int, default=40, help="sampling steps (default 40)")
     ap.add_argument("--cfg-scale", type=float, default=4.0,
@@ -153,7 +160,8 @@ def ratio_table(rows: list[dict], title: str) -> str:
 def doc_entry(args, figures: dict, J: int | None, layout: str | None, source: dict) -> dict:
     """The docs JSON entry of one run: per part its rows (medians, fastest repeats, max |diff|) with
     the two ratios the tables show (scripts/docs_tables.py `peer_rows` reads it)."""
-    parts = {part: [dict(r, ratio=r["ref_s"] / r["ours_s"], of_mins=r["ref_min"] / r["ours_min"]) for r in rows]
+    parts = {part: rows if part == "objective" else    # values, not timings
+             [dict(r, ratio=r["ref_s"] / r["ours_s"], of_mins=r["ref_min"] / r["ours_min"]) for r in rows]
              for part, rows in figures.items()}
     return {"source": source, "model": args.model, "batch": args.batch, "repeats": args.repeats,
             "threads": args.threads, "compile": args.compile, "steps": args.steps, "layout": layout, "J": J,
@@ -530,6 +538,67 @@ def part_sample(args, root, ref_model, ours, J) -> str:
     return title, rows
 
 
+def part_objective(args, root, ref_model, ours, J):
+    """(title, rows): per budget, their per-sample loss and ours on the same x0, y, noise and t, and
+    the largest difference; a last row compares the time draws themselves."""
+    import torch
+    from elit.flow.objective import TimeSampler, flow_loss
+    stubbed = ""
+    try:
+        with reference_imports():
+            importlib.import_module("dfm_utils.laplacian_decomposer")
+    except ImportError as e:   # it needs torchvision; only their DFM loss uses it, not SILoss
+        stub = types.ModuleType("dfm_utils.laplacian_decomposer")
+
+        class LaplacianDecomposer2D:
+            def __init__(self, *_, **__):
+                raise RuntimeError("stub: the benchmark never builds their DFM loss")
+        stub.LaplacianDecomposer2D = LaplacianDecomposer2D
+        sys.modules[stub.__name__] = stub
+        stubbed = f" (their dfm_utils.laplacian_decomposer did not import: {e}; a stub stands in, unused by SILoss)"
+    with contextlib.redirect_stdout(io.StringIO()), reference_imports():
+        their_loss = importlib.import_module("loss")
+    # Their ELIT configs (experiments/train/elit_sit_xl_*.yaml): prediction v, path_type linear,
+    # weighting lognormal (sigma = exp(N(0, 1)), t = sigma / (1 + sigma)), proj_coeff 0 (no REPA).
+    loss_fn = their_loss.SILoss(prediction="v", path_type="linear", weighting="lognormal")
+    g = torch.Generator().manual_seed(args.seed + 3)
+    B, S = args.batch, args.input_size
+    x0 = torch.randn(B, 4, S, S, generator=g)
+    y = torch.randint(0, 1000, (B,), generator=g)
+    rows = []
+    with torch.no_grad():
+        for k in sorted({min(2 ** i, J) for i in range(J.bit_length() + 1)}):
+            torch.manual_seed(args.seed + 4)       # their loss draws t, then the noise, from torch's global RNG
+            theirs, _ = loss_fn(ref_model, x0, dict(y=y, inference_budget=k / J))
+            torch.manual_seed(args.seed + 4)       # the same draws, replayed for our side
+            sigma = torch.randn(B, 1, 1, 1).exp()
+            t = (sigma / (1 + sigma)).flatten()
+            eps = torch.randn_like(x0)
+            mine = flow_loss(ours, x0, y, t, eps, budget=k)
+            rows.append(dict(case=f"loss at {k:>2}/{J} latents", theirs=theirs.mean().item(), ours=mine.mean().item(),
+                             max_diff=max_diff(theirs, mine), relative=max_diff(theirs, mine) / theirs.abs().max().item()))
+        torch.manual_seed(args.seed + 4)
+        sigma = torch.randn(4096).exp()
+        ours_t = TimeSampler("logit_normal", 0.0, 1.0)(4096, torch.Generator().manual_seed(args.seed + 4))
+        diff = max_diff(sigma / (1 + sigma), ours_t)
+        rows.append(dict(case="t draws (4096 normals)", theirs=(sigma / (1 + sigma)).mean().item(),
+                         ours=ours_t.mean().item(), max_diff=diff, relative=diff))
+    title = (f"[objective] per-sample rectified-flow loss, batch {B}, input {S}x{S}: their loss.py SILoss(v, linear, "
+             f"lognormal) on SiTELIT(inference_budget=k/J) vs our flow_loss(model, budget=k), same x0/y/noise/t" + stubbed)
+    return title, rows
+
+
+def objective_table(rows: list[dict], title: str) -> str:
+    head = f"{'case':<26} {'theirs (mean)':>14} {'ours (mean)':>12} {'max |diff|':>11} {'relative':>9}"
+    lines = [title, head, "-" * len(head)]
+    lines += [f"{r['case']:<26} {r['theirs']:>14.6f} {r['ours']:>12.6f} {r['max_diff']:>11.2e} {r['relative']:>9.1e}"
+              for r in rows]
+    worst = max(r["relative"] for r in rows)
+    lines.append(f"objective parity: {'PASS' if worst <= 1e-5 else 'FAIL'} (largest relative difference {worst:.1e}, "
+                 f"tolerance 1e-5)")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -560,7 +629,7 @@ def main(argv=None) -> int:
     print(f"  timm: {install_timm_standin()}")
     ref_model = ours = None
     J = layout = None
-    if "forward" in run or "sample" in run:
+    if {"forward", "sample", "objective"} & set(run):
         sit_elit = import_authors(roots["elit"])
         ref_model, kw, preset = build_authors_elit(sit_elit, args)
         ours = maybe_compile(convert("authors-elit", ref_model.state_dict(), kw), args)
@@ -575,6 +644,11 @@ def main(argv=None) -> int:
             title, rows = part_forward(args, ref_model, ours, J)
         elif part == "train":
             title, rows = part_train(args, import_dit(roots["dit"]))
+        elif part == "objective":
+            title, rows = part_objective(args, roots["elit"], ref_model, ours, J)
+            figures[part] = rows
+            print("\n" + objective_table(rows, title), flush=True)
+            continue
         else:
             title, rows = part_sample(args, roots["elit"], ref_model, ours, J)
         figures[part] = rows

@@ -360,6 +360,17 @@ def qwen_flops(data: dict) -> str:
                   "CCFG step vs original CFG", "paper (Table 3)"], rows)
 
 
+# ----------------------------------------------------------------------------- docs/training.md
+def objective_parity(data: dict) -> str:
+    """benchmarks/peer_codes.py --only objective, one row per model size and budget."""
+    rows = []
+    for key, run in sorted(data.items()):
+        for r in run["parts"]["objective"]:
+            rows.append([f"ELIT-SiT-{run['model']}/2 ({run['layout']}), batch {run['batch']}", r["case"].strip(),
+                         f"{r['theirs']:.6f}", f"{r['ours']:.6f}", f"{r['max_diff']:.1e}", f"{r['relative']:.1e}"])
+    return table(["model", "case", "their loss (mean)", "ours (mean)", "max abs diff", "relative"], rows)
+
+
 # ----------------------------------------------------------------------------- the registry
 PERF, PEERS, SERVING = "docs/performance.json", "docs/performance-peers.json", "docs/serving.json"
 FLOPS = "docs/flops.json"
@@ -380,6 +391,7 @@ DOCS = {
                                   ("peers-layout-2-8-2", PEERS, peers_by_budget)],
     "docs/serving.md": [("load-test", SERVING, load_test), ("ray-capacity", SERVING, ray_capacity)],
     "docs/results/video.md": [("video-results", VIDEO, video_results)],
+    "docs/training.md": [("objective-parity", "docs/training-parity.json", objective_parity)],
 }
 
 

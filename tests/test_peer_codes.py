@@ -54,7 +54,7 @@ def test_parts_without_their_checkout_are_skipped(pc):
     run, skipped, roots = pc.plan_parts(pc.parse_args([]))
     assert run == [] and roots == {}
     assert skipped == ["forward (needs --elit-checkout)", "train (needs --dit-checkout)",
-                       "sample (needs --elit-checkout)"]
+                       "sample (needs --elit-checkout)", "objective (needs --elit-checkout)"]
     # a checkout for a part that is not asked for is not even checked
     run, skipped, _ = pc.plan_parts(pc.parse_args(["--dit-checkout", "/nonexistent", "--only", "sample"]))
     assert run == [] and skipped == ["sample (needs --elit-checkout)"]
@@ -114,3 +114,11 @@ def test_json_entry_renders_in_the_docs_tables(pc):
     assert dt.peers_summary(data).splitlines()[2:] == ["| both eager | 1.10x | 1.00x | 2.00x | 1.05x |",
                                                       "| ours with `--compile` | 1.10x | 1.00x | 2.00x | not run |"]
     assert dt.peers_by_budget(data).splitlines()[0] == "| latents / group | 1 | 16 |"
+
+
+def test_objective_table_passes_only_within_the_tolerance(pc):
+    rows = [dict(case="loss at 1/16 latents", theirs=4.0, ours=4.0, max_diff=4e-7, relative=1e-7)]
+    assert pc.objective_table(rows, "t").splitlines()[-1].startswith("objective parity: PASS")
+    rows.append(dict(case="loss at 16/16 latents", theirs=4.0, ours=4.001, max_diff=1e-3, relative=2.5e-4))
+    assert pc.objective_table(rows, "t").splitlines()[-1].startswith("objective parity: FAIL (largest relative "
+                                                                       "difference 2.5e-04")
