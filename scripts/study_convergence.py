@@ -314,6 +314,11 @@ def main() -> int:
         run_sweep(models, todo[shard::shards], num=args.num, steps=args.steps, sampler="euler", metrics=metrics,
                   ref=refs, batch_size=args.batch_size, json_path=rows_file, progress=False,
                   fd_method="eigh", net_kwargs={"device": args.device})
+    if shards > 1 and not args.report_only:
+        # The other shards may still be measuring: a report now would miss their rows, and one written
+        # after theirs would replace a complete report with a stale one.
+        print(f"[measure] shard {shard}/{shards} done; when every shard is, run --report-only", flush=True)
+        return 0
     rows = load_rows(out)
     done = {setting_key(label, s, args.steps, "euler") for label, s in pairs}
     rows = [r for r in rows if row_key(r) in done]

@@ -75,7 +75,7 @@ def grid(label: str, nfes=NFES) -> list[dict]:
         rows += [setting(s, n, budget=b) for b in ELIT_BUDGETS[:-1] for s in ("euler", "heun") for n in nfes]
         rows += [setting("euler", n, schedule=sc) for sc in SCHEDULES for n in nfes]
         rows += [setting("euler", n, budget=4, cache=c) for n in nfes[-2:] for c in CACHES]
-        rows += [setting("euler", n, budget=b, guidance="cfg") for b in (4, low) for n in sorted({nfes[0], nfes[-2]})]
+        rows += [setting("euler", n, budget=b, guidance="cfg") for b in (4, low) for n in sorted({nfes[0], nfes[max(0, len(nfes) - 2)]})]
         rows += [setting("euler", n, budget=b, guidance="ccfg", weak_budget=low) for b in (None, 8, 4)
                  for n in nfes]
     return rows
@@ -671,7 +671,7 @@ def main() -> int:
         global MAX_STEPS, MIN_FID_ROWS, CACHES
         MAX_STEPS, MIN_FID_ROWS, CACHES = 4, 3, (0.3,)
         overrides = ["model.hidden_size=32", "model.num_heads=2", "train.warmup_steps=1", "train.global_batch_size=8"]
-        args.nfes, args.num, args.batch_size, args.ref_num = (2, 4), 16, 16, 64
+        args.nfes, args.num, args.batch_size, args.ref_num = (2,), 16, 16, 64
         args.train = args.measure = args.fid = args.report = True
     if args.measure_row:
         return measure_row(args)

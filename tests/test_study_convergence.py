@@ -63,6 +63,7 @@ def test_convergence_smoke_runs_resumes_and_publishes(tmp_path):
     assert [p.wait() for p in shards] == [0, 0]
     halves = [json.loads((tmp_path / f"rows-{k}.json").read_text()) for k in (0, 1)]
     assert sorted(len(h) for h in halves) == [6, 6]
+    subprocess.run(cmd + ["--report-only"], check=True, cwd=REPO)     # shards leave the report to this
     again = json.loads((tmp_path / "report" / "fashion-mnist-convergence.json").read_text())
     key = lambda r: (r["model"], r["seed"], r["step"], r["budget"])   # noqa: E731
     assert [key(r) for r in again] == [key(r) for r in rows]

@@ -43,6 +43,12 @@ class ElitReplica:
 
 def serve_with_ray(args, device: str) -> int:
     import ray
+    # Serve's proxy must pass a readiness check in 5 s and health checks in 10 s; on a machine whose
+    # cores are busy (the replicas' own sampling included) it misses them, Serve kills it in a loop and
+    # start() fails. A minute each unless the user chose: set before the local cluster starts, whose
+    # processes inherit the environment.
+    for name in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"):
+        os.environ.setdefault(name, "60")
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, logging_level="warning")
     try:
