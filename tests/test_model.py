@@ -198,38 +198,6 @@ def test_model_side_imports_nothing_else_from_elit():
                     pytest.fail(f"{path.relative_to(root.parent)} imports {name}")
 
 
-def test_no_import_cycles_between_elit_packages():
-    """Module-level imports between elit's packages form a DAG (no cycle through any module)."""
-    import ast
-    src = pathlib.Path(elit.__file__).parent
-    modules = {".".join(p.relative_to(src.parent).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in src.rglob("*.py")}
-    graph = {}
-    for name, path in modules.items():
-        deps = set()
-        for node in ast.parse(path.read_text()).body:   # module level only: lazy imports inside functions are fine
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("elit"):
-                subs = {f"{node.module}.{a.name}" for a in node.names} & set(modules)
-                # `from pkg import submodule` needs the submodule; any other name needs pkg itself
-                deps.update(subs if len(subs) == len(node.names) else subs | {node.module})
-            elif isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names if a.name.startswith("elit"))
-        graph[name] = {d for d in deps if d in modules and d != name}
-    state = {}
-
-    def visit(n, stack):
-        state[n] = "open"
-        for d in graph[n]:
-            if state.get(d) == "open":
-                pytest.fail("import cycle: " + " -> ".join(stack + [n, d]))
-            if d not in state:
-                visit(d, stack + [n])
-        state[n] = "done"
-    for n in graph:
-        if n not in state:
-            visit(n, [])
-
-
 def test_wrapping_pretrained_weights_initialises_only_the_interface():
     plain = elit.create_model("U-ViT-original-S/2", input_size=16, in_channels=3, hidden_size=32, num_heads=4,
                               num_classes=5, depth=5)

@@ -92,3 +92,14 @@ def read_class_names(path) -> list[str] | None:
     """The class names `elit train` stored with the model (None if it did not, e.g. converted models)."""
     names = read_config(path)[1].get("class_names")
     return list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+
+
+def resolve_model_config(name_or_dir: str):
+    """A preset name (`elit.list_models()`) or a model folder written by save_pretrained -> its ModelConfig."""
+    from elit.model import MODEL_PRESETS, preset_config
+    from elit.model.presets import suggest
+    if name_or_dir in MODEL_PRESETS:
+        return preset_config(name_or_dir)
+    if pathlib.Path(name_or_dir).is_dir():
+        return read_config(name_or_dir)[0]
+    raise UserError(f"{name_or_dir!r} is neither a model preset nor a model folder; {suggest(name_or_dir)}")

@@ -30,6 +30,19 @@ def load_vae(name: str, subfolder: str | None = None, dtype: torch.dtype = torch
     return vae.to(device).eval().requires_grad_(False)
 
 
+def decoder_for(config, vae: str | None, subfolder: str | None = None, device="cpu", what: str = "this model"):
+    """How a model's samples become pixels: None for a pixel-space model (1 or 3 channels), a
+    LatentDecoder for a latent model given its VAE folder. A latent model without a VAE is refused
+    here, before any work (`elit sample`, `elit serve`)."""
+    if vae:
+        return LatentDecoder(load_vae(vae, subfolder, device=device))
+    channels = config.backbone.in_channels
+    if channels not in (1, 3):
+        raise UserError(f"{what} samples {channels}-channel latents; pass --vae with the AutoencoderKL its "
+                        f"training latents came from to decode them to images")
+    return None
+
+
 class LatentDecoder:
     """Callable: model-space latents (N, C, h, w) -> images (N, 3, H, W) in [-1, 1], float32 on the CPU."""
 

@@ -7,24 +7,11 @@ whole sampling run (steps x guidance passes).
 from __future__ import annotations
 
 import json
-import pathlib
 
 from elit.cli._args import integer
 from elit.errors import UserError
 
 HELP = "GFLOPs per forward (and per sampling run) at each budget"
-
-
-def resolve_model_config(name_or_dir: str):
-    """A preset name (`elit.list_models()`) or a model folder written by save_pretrained."""
-    from elit.model import MODEL_PRESETS, preset_config
-    from elit.model.presets import suggest
-    if name_or_dir in MODEL_PRESETS:
-        return preset_config(name_or_dir)
-    if pathlib.Path(name_or_dir).is_dir():
-        from elit.hub import read_config
-        return read_config(name_or_dir)[0]
-    raise UserError(f"{name_or_dir!r} is neither a model preset nor a model folder; {suggest(name_or_dir)}")
 
 
 def add_arguments(parser) -> None:
@@ -61,6 +48,7 @@ def _parse_budgets(text: str | None, space) -> list:
 
 def run(args) -> int:
     from elit.cost import built_for, flops_table
+    from elit.hub import resolve_model_config
     config = resolve_model_config(args.model)
     size = args.input_size or config.backbone.input_size
     config = built_for(config, size)

@@ -113,16 +113,11 @@ def run(args) -> int:
     device = shards.device or resolve_device(args.device)
     model = load_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype))  # refuses NaN weights
     video = len(model.sample_shape()) == 4
-    decode = None
     if video and args.vae:
         raise UserError("--vae decodes image latents; decoding video latents is not supported by elit sample yet "
                         "(sample the latents with --npz and decode them with your video VAE)")
-    if args.vae:
-        from elit.vae import LatentDecoder, load_vae
-        decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=device))
-    elif model.config.backbone.in_channels not in (1, 3):
-        raise UserError(f"this model samples {model.config.backbone.in_channels}-channel latents; pass --vae with the "
-                         f"AutoencoderKL its training latents came from to decode them to PNG")
+    from elit.vae import decoder_for
+    decode = decoder_for(model.config, args.vae, args.vae_subfolder, device)
     if model.backbone.condition_kind == "text":
         raise UserError("this is a text-to-image model: elit sample takes class labels, not prompts; sample it from "
                         "Python with elit.sample(model, seeds, labels=TextCondition(...)) or through a diffusers "
@@ -177,6 +172,7 @@ def _sample_into(folder, model, seeds, labels, options, args, decode, shards):
         cache = TeaCache(model, args.cache)
     if not seeds:
         return cache
+    from elit.sampling.folder import write_batch
     for batch_seeds, _, images in shards.batches(model, seeds, labels, batch_size=args.batch_size,
                                                  progress=shards.is_main, cache=cache, **options):
         images = decode(images) if decode else images
@@ -187,21 +183,6 @@ def _sample_into(folder, model, seeds, labels, options, args, decode, shards):
         write_batch(folder.out, batch_seeds, images)
         folder.add(batch_seeds)
     return cache
-
-
-def write_batch(out: pathlib.Path, seeds: list[int], images) -> None:
-    """One PNG per image, or an animated GIF and an mp4 per clip of a video model (each atomic)."""
-    from elit.sampling.folder import CLIP_FILES, IMAGE_FILES, seed_files
-    if images.dim() == 5:
-        from elit.video import clips_to_uint8, save_gif, save_mp4
-        for seed, clip in zip(seeds, clips_to_uint8(images)):
-            gif, mp4 = seed_files(seed, CLIP_FILES)
-            save_gif(clip, out / gif)
-            save_mp4(clip, out / mp4)
-        return
-    from elit.viz import save_png_atomic, to_pil, to_uint8
-    for seed, pixels in zip(seeds, to_uint8(images)):
-        save_png_atomic(to_pil(pixels), out / seed_files(seed, IMAGE_FILES)[0])
 
 
 def _extras(out, model, seeds, labels, args, video: bool = False) -> list[pathlib.Path]:

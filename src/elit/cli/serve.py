@@ -60,35 +60,14 @@ def model_specs(specs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def build_services(args, device: str) -> list:
-    """Load each model and calibrate its cost model (printed, so the log says what the server predicts)."""
-    import torch
-
-    from elit.hub import load_pretrained, read_config
+def serve_options(args):
+    """The library's ServeOptions from the command line."""
     from elit.serve.requests import Limits
-    from elit.serve.service import ModelService, class_names_of
+    from elit.serve.service import ServeOptions
     limits = Limits(max_steps=args.max_steps, max_images=args.max_images, max_batch_images=args.max_batch,
                     max_queue_images=args.max_queue, max_body_bytes=args.max_body)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    services = []
-    for name, path in model_specs(args.model):
-        _, meta = read_config(path)
-        model = load_pretrained(path, device=device, dtype=dtype)
-        decode = None
-        if args.vae:
-            from elit.vae import LatentDecoder, load_vae
-            decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=device))
-        elif model.config.backbone.in_channels not in (1, 3):
-            raise UserError(f"model {name} samples {model.config.backbone.in_channels}-channel latents; pass --vae")
-        min_steps = args.min_steps if args.min_steps is not None else max(1, args.steps // 2)
-        service = ModelService(name, model, limits=limits, default_steps=args.steps, min_steps=min_steps,
-                               headroom=args.headroom, class_names=class_names_of(meta, model.num_classes),
-                               decode=decode)
-        c = service.cost
-        print(f"elit serve: {name} ({path}) on {device}: budgets {service.budgets or ['full']}; cost model "
-              f"{1000 * c.alpha:.2f} ms per forward call + {1000 * c.beta:.3f} ms per GFLOP", flush=True)
-        services.append(service)
-    return services
+    return ServeOptions(limits=limits, steps=args.steps, min_steps=args.min_steps, headroom=args.headroom,
+                        dtype=args.dtype, vae=args.vae, vae_subfolder=args.vae_subfolder)
 
 
 def run(args) -> int:
@@ -100,13 +79,16 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    models, options = model_specs(args.model), serve_options(args)
     if args.ray:
         from elit.serve.ray_app import serve_with_ray
-        return serve_with_ray(args, device)
+        return serve_with_ray(models, options, device, host=args.host, port=args.port, replicas=args.replicas,
+                              threads=args.threads, api_key=args.api_key, max_queue=args.max_queue)
     import uvicorn
 
     from elit.serve.app import create_app
-    app = create_app(build_services(args, device), api_key=args.api_key)
+    from elit.serve.service import build_services
+    app = create_app(build_services(models, options, device), api_key=args.api_key)
     print(f"elit serve: http://{args.host}:{args.port}/  (API: POST /v1/images, GET /v1/models, /metrics)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -39,8 +39,8 @@ class Shards:
     def from_env(cls, device: str | None = None) -> "Shards":
         """The process group torchrun describes (RANK, WORLD_SIZE, ...), or one process. With several
         processes on CUDA, each takes the GPU of its LOCAL_RANK; `device` = None picks CUDA if present."""
-        from elit.train.distributed import _env_int, init_distributed
-        if _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1) <= 1:
+        from elit._distributed import env_int, init_distributed
+        if env_int("WORLD_SIZE", "SLURM_NTASKS", default=1) <= 1:
             return cls()
         import torch.distributed as dist
         created = not dist.is_initialized()

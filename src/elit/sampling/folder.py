@@ -169,3 +169,17 @@ class SampleFolder:
                   "pending": self.pending, "not_samples": sorted(self.extras),
                   "images": dict(sorted(self.images.items(), key=lambda kv: int(kv[0])))}
         return write_json(self.out / RECORD, record)
+
+
+def write_batch(out: pathlib.Path, seeds: list[int], images) -> None:
+    """One PNG per image, or an animated GIF and an mp4 per clip of a video model (each atomic)."""
+    if images.dim() == 5:
+        from elit.video import clips_to_uint8, save_gif, save_mp4
+        for seed, clip in zip(seeds, clips_to_uint8(images)):
+            gif, mp4 = seed_files(seed, CLIP_FILES)
+            save_gif(clip, out / gif)
+            save_mp4(clip, out / mp4)
+        return
+    from elit.viz import save_png_atomic, to_pil, to_uint8
+    for seed, pixels in zip(seeds, to_uint8(images)):
+        save_png_atomic(to_pil(pixels), out / seed_files(seed, IMAGE_FILES)[0])

@@ -9,7 +9,6 @@ that they wait in its own scheduler, where the deadline-aware choice (and the 50
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import time
@@ -21,14 +20,13 @@ from ray import serve
 class ElitReplica:
     """One replica: loads the models, calibrates, starts the workers; its app is `create_app`'s."""
 
-    def __init__(self, options: dict, device: str):
+    def __init__(self, models: list, options, device: str, threads: int | None, api_key: str | None):
         import torch
 
-        from elit.cli.serve import build_services
-        args = argparse.Namespace(**options)
-        torch.set_num_threads(args.threads or 1)
-        self.api_key = args.api_key
-        self.services = build_services(args, device)
+        from elit.serve.service import build_services
+        torch.set_num_threads(threads or 1)
+        self.api_key = api_key
+        self.services = build_services(models, options, device)
         for service in self.services:
             service.scheduler.start()
 
@@ -41,7 +39,9 @@ class ElitReplica:
             service.scheduler.stop(timeout=5)
 
 
-def serve_with_ray(args, device: str) -> int:
+def serve_with_ray(models: list, options, device: str, *, host: str, port: int, replicas: int,
+                   threads: int | None, api_key: str | None, max_queue: int) -> int:
+    """Serve `models` ([(name, folder)]) with `options` (ServeOptions) as `replicas` Ray Serve replicas."""
     import ray
     # Serve's proxy must pass a readiness check in 5 s and health checks in 10 s; on a machine whose
     # cores are busy (the replicas' own sampling included) it misses them, Serve kills it in a loop and
@@ -52,13 +52,12 @@ def serve_with_ray(args, device: str) -> int:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, logging_level="warning")
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
-        options = {k: v for k, v in vars(args).items() if k != "command"}
-        deployment = serve.deployment(ElitReplica, name="elit", num_replicas=args.replicas,
-                                      max_ongoing_requests=args.max_queue,
-                                      ray_actor_options={"num_cpus": args.threads or 1})
-        serve.run(deployment.bind(options, device), name="elit", route_prefix="/", blocking=False)
-        print(f"elit serve: Ray Serve, {args.replicas} replicas: http://{args.host}:{args.port}/", flush=True)
+        serve.start(http_options={"host": host, "port": port})
+        deployment = serve.deployment(ElitReplica, name="elit", num_replicas=replicas, max_ongoing_requests=max_queue,
+                                      ray_actor_options={"num_cpus": threads or 1})
+        serve.run(deployment.bind(models, options, device, threads, api_key), name="elit", route_prefix="/",
+                  blocking=False)
+        print(f"elit serve: Ray Serve, {replicas} replicas: http://{host}:{port}/", flush=True)
 
         def stop(signum, frame):
             raise KeyboardInterrupt

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from dataclasses import dataclass
 
 from elit.errors import UserError
 from elit.serve.costmodel import CostModel, calibrate
@@ -22,6 +23,32 @@ def class_names_of(meta: dict, num_classes: int) -> list[str]:
         from elit.data.fashion_mnist import CLASS_NAMES
         return list(CLASS_NAMES)
     return [str(i) for i in range(num_classes)]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How every model of a server is loaded and served (`elit serve`'s options, picklable so a Ray
+    replica can build its own services from them)."""
+    limits: Limits = Limits()
+    steps: int = 40                    # default steps of a request
+    min_steps: int | None = None       # deadline requests may drop to this many (None: half of steps)
+    headroom: float = 0.15
+    dtype: str = "float32"
+    vae: str | None = None             # decodes a latent model's samples
+    vae_subfolder: str | None = None
+
+
+def build_services(models: list[tuple[str, str]], options: ServeOptions, device: str) -> list["ModelService"]:
+    """Load each (name, folder) and calibrate its cost model (printed, so the log says what the server
+    predicts)."""
+    services = []
+    for name, path in models:
+        service = ModelService.from_folder(name, path, options, device)
+        c = service.cost
+        print(f"elit serve: {name} ({path}) on {device}: budgets {service.budgets or ['full']}; cost model "
+              f"{1000 * c.alpha:.2f} ms per forward call + {1000 * c.beta:.3f} ms per GFLOP", flush=True)
+        services.append(service)
+    return services
 
 
 class ModelService:
@@ -54,6 +81,21 @@ class ModelService:
                                    max_queue_images=limits.max_queue_images, headroom=headroom,
                                    on_batch=on_batch, **kwargs)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
+
+    @classmethod
+    def from_folder(cls, name: str, path, options: ServeOptions, device: str = "cpu") -> "ModelService":
+        """A model folder (elit.save_pretrained) served with `options`: loaded on `device`, its
+        latents decoded by the options' VAE (a latent model without one is refused), calibrated here."""
+        import torch
+
+        from elit.hub import load_pretrained, read_config
+        from elit.vae import decoder_for
+        _, meta = read_config(path)
+        model = load_pretrained(path, device=device, dtype=getattr(torch, options.dtype))
+        decode = decoder_for(model.config, options.vae, options.vae_subfolder, device, what=f"model {name}")
+        min_steps = options.min_steps if options.min_steps is not None else max(1, options.steps // 2)
+        return cls(name, model, limits=options.limits, default_steps=options.steps, min_steps=min_steps,
+                   headroom=options.headroom, class_names=class_names_of(meta, model.num_classes), decode=decode)
 
     # ------------------------------------------------------------------ requests -> jobs
     def _label(self, label, seed: int) -> int | None:
