@@ -121,6 +121,25 @@ class MMDiTSuite(BackboneSuite):
             assert torch.equal(plain(**call).sample, ref)
             assert torch.equal(self.to_image(plain.model(x, t, y)), self.to_image(ref))
 
+    def test_both_signatures_run_the_one_embedded_forward(self, monkeypatch):
+        """model(x, t, y) and the diffusers signature differ only in how they embed: both end in
+        ELITModel.forward_embedded (patched here to count), and give the same output at a budget."""
+        calls = []
+        real = ELITModel.forward_embedded
+
+        def spy(model, embedded, kept):
+            calls.append(kept)
+            return real(model, embedded, kept)
+        monkeypatch.setattr(ELITModel, "forward_embedded", spy)
+        model = self.model()
+        x, t, y = self.inputs()
+        with torch.no_grad():
+            native = model(x, t, y, budget=4)
+            wrapped = make_elastic(model)(**self.diffusers_call(x, t, y), budget=4, return_dict=False)[0]
+        assert calls == [4, 4]
+        torch.testing.assert_close(self.to_image(wrapped), native, rtol=1e-5, atol=1e-5)
+        assert model.backbone.attention_kwargs_name == self.kwargs_name
+
     def test_attention_kwargs_are_honoured_and_never_mutated(self):
         """The LoRA `scale` is popped as diffusers' apply_lora_scale pops it; our budget keys are read
         from a copy; the caller's dict is left as it was."""

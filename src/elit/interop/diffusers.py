@@ -33,11 +33,19 @@ import torch.nn as nn
 
 from elit.errors import UserError
 from elit.model import ELITModel, ModelConfig
-from elit.model.backbones import QwenImageArgs, QwenImageBackbone, SD3Args, SD3Backbone
+from elit.model.backbones import BACKBONES
 
 BUDGET_KEYS = ("elit_budget", "elit_uncond_budget")
-_ADAPTERS = {"QwenImageTransformer2DModel": (QwenImageArgs, QwenImageBackbone, "attention_kwargs"),
-             "SD3Transformer2DModel": (SD3Args, SD3Backbone, "joint_attention_kwargs")}
+
+
+def adapter_for(transformer_class: str):
+    """The registered adapter (elit.model.backbones.BACKBONES) that wraps this diffusers class."""
+    for adapter in BACKBONES.values():
+        if getattr(adapter, "diffusers_class", "") == transformer_class:
+            return adapter
+    wrapped = sorted(a.diffusers_class for a in BACKBONES.values() if getattr(a, "diffusers_class", ""))
+    raise UserError(f"make_elastic supports diffusers' {' and '.join(wrapped)} (diffusers >= 0.37); "
+                    f"got {transformer_class}")
 
 
 def elastic_config(transformer, head_depth=None, tail_depth=None, window=None, elit: bool = True,
@@ -50,11 +58,7 @@ def elastic_config(transformer, head_depth=None, tail_depth=None, window=None, e
     InterfaceConfig fields (min_budget, latents_per_group, latent_pos, ...); latent_pos defaults
     to "tokens" (each latent on a token of its window, docs/text-to-image.md).
     """
-    name = type(transformer).__name__
-    if name not in _ADAPTERS:
-        raise UserError(f"make_elastic supports diffusers' {' and '.join(_ADAPTERS)} (diffusers >= 0.37); "
-                        f"got {name}")
-    args_cls = _ADAPTERS[name][0]
+    args_cls = adapter_for(type(transformer).__name__).args_class
     given = {k: v for k, v in (("input_size", input_size), ("text_tokens", text_tokens)) if v is not None}
     args = args_cls.from_transformer(transformer, **given)
     flat = {"backbone": args_cls.name, **{k: v for k, v in args.to_dict().items() if k != "name"}, "elit": elit}
@@ -76,7 +80,7 @@ def make_elastic(transformer, head_depth=None, tail_depth=None, window=None, *, 
     if isinstance(transformer, ELITModel):
         return ElasticTransformer(transformer)
     config = elastic_config(transformer, head_depth, tail_depth, window, elit, input_size, text_tokens, **interface)
-    adapter = _ADAPTERS[type(transformer).__name__][1](config.backbone, transformer)
+    adapter = config.adapter(config.backbone, transformer)
     model = ELITModel(config, backbone=adapter)
     weight = next(transformer.parameters())
     model.to(device=weight.device, dtype=weight.dtype)   # the new interface joins the transformer
@@ -88,12 +92,11 @@ class ElasticTransformer(nn.Module):
 
     def __init__(self, model: ELITModel):
         super().__init__()
-        name = type(getattr(model.backbone, "transformer", None)).__name__
-        if name not in _ADAPTERS:
+        if not getattr(model.backbone, "diffusers_class", ""):
             raise UserError(f"ElasticTransformer wraps an ELIT model with a diffusers MM-DiT backbone, got backbone "
                             f"{type(model.config.backbone).name!r}")
         self.model = model
-        self._kwargs_name = _ADAPTERS[name][2]
+        self._kwargs_name = model.backbone.attention_kwargs_name
         self._pass = None             # "cond" / "uncond" inside the pipeline's cache_context
 
     # ------------------------------------------------------------------ what pipelines read
@@ -151,16 +154,14 @@ class ElasticTransformer(nn.Module):
         with lora_scale(self.transformer, kwargs.get(self._kwargs_name)) as attention:
             if self._kwargs_name in kwargs:
                 kwargs[self._kwargs_name] = attention
-            split = self._kwargs_name == "joint_attention_kwargs" and uncond != cond and not kwargs.get("skip_layers")
+            split = uncond != cond and self.model.backbone.batched_cfg(kwargs)
             out = self._split_cfg(kwargs, uncond, cond) if split else self._run(kwargs, cond)
         if not return_dict:
             return (out,)
         return importlib.import_module("diffusers.models.modeling_outputs").Transformer2DModelOutput(sample=out)
 
     def _run(self, kwargs, kept):
-        h, side, ctx = self.model.backbone.embed_call(**kwargs)
-        h, side = self.model.run_blocks(h, side, ctx, kept)
-        return self.model.backbone.finish(h, side, ctx)
+        return self.model.forward_embedded(self.model.backbone.embed_call(**kwargs), kept)
 
     def _split_cfg(self, kwargs, uncond, cond):
         """SD3's batched CFG call: first half unconditional, second half conditional."""

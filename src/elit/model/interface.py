@@ -284,8 +284,7 @@ class LatentInterface(nn.Module):
 
         j = kept, or J when the Write must also see the dropped latents (compatibility mode).
         """
-        check_grid(grid, self.window)
-        grouped = group_tokens(tokens, grid, self.window)
+        grouped = group_tokens(tokens, grid, self.window)     # the wrapper checked the grid (check_grid)
         kv = grouped
         if self.settings.window_pos:
             kv = grouped + self.read_pos.to(grouped.dtype)

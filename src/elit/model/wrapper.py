@@ -135,24 +135,23 @@ class ELITModel(nn.Module):
         """
         kept = self.resolve_budget(budget)
         t, y = self._check_inputs(x, t, y)
-        h, side, ctx = self.backbone.embed(x, t, y)
-        if self.interface is not None:
+        return self.forward_embedded(self.backbone.embed(x, t, y), kept)
+
+    def forward_embedded(self, embedded: tuple, kept: int | None) -> torch.Tensor:
+        """The forward after the embedding, for every entry point: `model(x, t, y)` above, and the
+        diffusers signature (elit.interop.diffusers embeds with the adapter's `embed_call`).
+        embedded: the adapter's (h, side, ctx); kept: a resolved budget (`resolve_budget`).
+        Checks this input's token grid against the windows, then head -> Read -> core on `kept`
+        latents per group -> Write -> tail, and the adapter's finish."""
+        h, side, ctx = embedded
+        if self.interface is not None:   # before any block runs
             try:
                 check_grid(ctx.grid, self.interface.window)
             except UserError as e:
                 size = self.config.backbone.input_size
-                raise UserError(f"x is {x.shape[-2]}x{x.shape[-1]}: {e}. This model was built for {size}x{size}; pad or "
-                                f"resize to a size the windows fit (Fashion-MNIST's 28x28 images are padded to 32x32 "
-                                f"with background: torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1))") from None
-        h, side = self.run_blocks(h, side, ctx, kept)
-        return self.backbone.finish(h, side, ctx)
-
-    def run_blocks(self, h, side, ctx, kept: int | None):
-        """Head -> Read -> core on `kept` latents per group -> Write -> tail, on an embedded input.
-        Entry points with other signatures (the diffusers wrapper, elit.interop.diffusers) embed
-        and finish through their adapter and call this."""
-        if self.interface is not None:  # fail before any block runs if the windows do not fit
-            check_grid(ctx.grid, self.interface.window)
+                raise UserError(f"{e}. This model was built for {size}x{size} inputs; pad or resize to a size the "
+                                f"windows fit (Fashion-MNIST's 28x28 images are padded to 32x32 with background: "
+                                f"torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1))") from None
         head, core, tail = self._layout
         for i in head:
             h, side = self._block(i, h, side, ctx)
@@ -160,7 +159,7 @@ class ELITModel(nn.Module):
             h, side = self._core(h, side, ctx, core, kept)
         for i in tail:
             h, side = self._block(i, h, side, ctx)
-        return h, side
+        return self.backbone.finish(h, side, ctx)
 
     def _core(self, h, side, ctx, core, kept):
         """Read -> the core blocks on the kept latents -> Write; returns the spatial stream."""

@@ -40,7 +40,16 @@ def import_diffusers():
 class MMDiTBackbone(Backbone):
     wraps_pretrained = True
     condition_kind = "text"
+    # What elit.interop.diffusers needs to stand in for the diffusers model in its pipelines:
     diffusers_class = ""          # the diffusers class this adapter wraps
+    attention_kwargs_name = ""    # the forward argument that carries the pipeline's attention kwargs
+
+    @classmethod
+    def batched_cfg(cls, kwargs: dict) -> bool:
+        """Does this diffusers call hold [uncond ; cond] in one batch (the pipeline's CFG)? Then a
+        cheap-CFG budget runs the halves at different budgets. Pipelines that call the passes apart
+        (inside cache_context) return False."""
+        return False
 
     def __init__(self, args, transformer=None):
         super().__init__(args)

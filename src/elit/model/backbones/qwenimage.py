@@ -110,6 +110,7 @@ def unpack(tokens: torch.Tensor, grid) -> torch.Tensor:
 class QwenImageBackbone(MMDiTBackbone):
     args_class = QwenImageArgs
     diffusers_class = "QwenImageTransformer2DModel"
+    attention_kwargs_name = "attention_kwargs"    # QwenImagePipeline calls cond and uncond apart
 
     @classmethod
     def build_transformer(cls, args):

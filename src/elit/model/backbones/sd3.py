@@ -90,6 +90,13 @@ class SD3Args(BackboneArgs):
 class SD3Backbone(MMDiTBackbone):
     args_class = SD3Args
     diffusers_class = "SD3Transformer2DModel"
+    attention_kwargs_name = "joint_attention_kwargs"
+
+    @classmethod
+    def batched_cfg(cls, kwargs: dict) -> bool:
+        """StableDiffusion3Pipeline batches [uncond ; cond]; its skip-layer-guidance call (which passes
+        skip_layers) is a cond-only call."""
+        return not kwargs.get("skip_layers")
 
     # ------------------------------------------------------------------ the condition
     def check_condition(self, y, batch, device):
