@@ -86,3 +86,28 @@ def test_nothing_outside_the_cli_imports_it(graph):
     wrong = sorted(f"{m} imports {d}" for m, deps in graph.items() for d in deps
                    if package(d) == "cli" and package(m) not in ("cli", "__main__"))
     assert not wrong, "\n".join(wrong)
+
+
+def test_latent_positions_are_decided_in_one_module():
+    """Only elit/model/positions.py compares a latent_pos value; adapters get a LatentPositions value
+    (coordinates or token indices) through one hook, Backbone.latent_rope, and map it."""
+    deciders = set()
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(
+                    (isinstance(n, ast.Attribute) and n.attr == "latent_pos") or (isinstance(n, ast.Name) and n.id == "latent_pos")
+                    for side in (node.left, *node.comparators) for n in ast.walk(side)):
+                deciders.add(str(path.relative_to(SRC)))
+    assert deciders <= {"model/positions.py"}, deciders
+    src = (SRC / "model" / "positions.py").read_text()
+    assert all(f'"{kind}"' in src for kind in ("rope", "tokens", "learned", "none"))
+
+
+def test_the_latent_position_defaults():
+    """From scratch: RoPE backbones rotate latents by (slot, group); others get a learned table.
+    Pretrained (make_elastic, elit finetune): latents sit on their tokens where the adapter can."""
+    assert elit.create_model("ELIT-DiT-S/2").config.interface.latent_pos == "rope"
+    assert elit.create_model("ELIT-U-ViT-original-S/2").config.interface.latent_pos == "learned"
+    from elit.model.positions import default_latent_pos
+    assert default_latent_pos(uses_rope=False, token_positions=True, pretrained=True) == "tokens"
+    assert default_latent_pos(uses_rope=False, token_positions=False, pretrained=True) == "learned"

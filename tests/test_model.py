@@ -215,7 +215,7 @@ def test_wrapping_pretrained_weights_initialises_only_the_interface():
 def test_coarse_to_fine_order_is_a_spread_out_permutation(window):
     """Every window cell once; each power-of-four prefix of a square power-of-two window is the
     regular sub-lattice with that many cells (so kept latents spread over their window)."""
-    from elit.model.interface import coarse_to_fine_order
+    from elit.model.positions import coarse_to_fine_order
     order = coarse_to_fine_order(window).tolist()
     assert sorted(order) == list(range(math.prod(window)))
     if len(window) == 2 and window[0] == window[1] and window[0] & (window[0] - 1) == 0:
@@ -231,12 +231,14 @@ def test_coarse_to_fine_order_is_a_spread_out_permutation(window):
 
 def test_latent_pos_tokens_reuses_the_spatial_rope_of_each_latents_token():
     from elit.model.backbones import CoreLayout
+    from elit.model.positions import LatentPositions
     model = elit.create_model("ELIT-DiT-S/2", hidden_size=32, depth=3, num_heads=2, head_depth=1, tail_depth=1,
                               input_size=16, in_channels=1, num_classes=2, latent_pos="tokens").eval()
     x, t, y = torch.randn(2, 1, 16, 16), torch.rand(2), torch.tensor([0, 1])
     _, _, ctx = model.backbone.embed(x, t, y)
     index = model.interface.latent_token_index(model.config.grid, 3)
-    core = model.backbone.core_context(ctx, CoreLayout(4, 3, model.interface.latent_coordinates((8, 8), 3), False, index))
+    assert torch.equal(model.interface.core_positions((8, 8), 3).token_index, index)
+    core = model.backbone.core_context(ctx, CoreLayout(4, 3, LatentPositions(token_index=index)))
     assert all(torch.equal(c, s[index]) for c, s in zip(core.rope, ctx.rope))
     assert model(x, t, y, budget=3).shape == x.shape
     with pytest.raises(ValueError, match="latent_pos='tokens' needs"):
@@ -248,7 +250,7 @@ def test_latent_pos_tokens_reuses_the_spatial_rope_of_each_latents_token():
 def test_learned_latent_rows_are_checked_without_reading_the_index(grid, window):
     """The table-size check uses Python ints (a tensor max would be a device sync per forward);
     they must agree with the index the forward builds, for both index conventions and every budget."""
-    from elit.model.interface import _learned_index, _learned_rows_needed
+    from elit.model.positions import _learned_index, _learned_rows_needed
     n = math.prod(window)
     for J in (n, n + 3, 2):          # J = tokens per window: the authors' raster convention
         for kept in range(1, J + 1):

@@ -8,6 +8,7 @@ from mmdit_suite import TEXT, MMDiTSuite
 from elit.interop.diffusers import make_elastic
 from elit.model import TextCondition
 from elit.model.backbones import CoreLayout
+from elit.model.positions import LatentPositions
 
 
 class TestSD3(MMDiTSuite):
@@ -34,7 +35,7 @@ class TestSD3(MMDiTSuite):
         table = model.backbone.transformer.pos_embed.cropped_pos_embed(16, 16)[0]
         for j in (2, 16):
             index = model.interface.latent_token_index(model.config.grid, j)
-            layout = CoreLayout(4, j, model.interface.latent_coordinates((8, 8), j), rope=False, token_index=index)
+            layout = CoreLayout(4, j, LatentPositions(token_index=index))
             added, _ = model.backbone.enter_core(torch.zeros(2, 4 * j, 32), text, model.backbone.core_context(ctx, layout))
             assert torch.equal(added[0], table[index]) and torch.equal(added[1], table[index])
         assert sorted(index.tolist()) == list(range(64))   # full budget: exactly the image tokens' positions

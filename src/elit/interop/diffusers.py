@@ -34,6 +34,7 @@ import torch.nn as nn
 from elit.errors import UserError
 from elit.model import ELITModel, ModelConfig
 from elit.model.backbones import BACKBONES
+from elit.model.positions import resolve_latent_pos
 
 BUDGET_KEYS = ("elit_budget", "elit_uncond_budget")
 
@@ -66,7 +67,9 @@ def elastic_config(transformer, head_depth=None, tail_depth=None, window=None, e
         side = max(1, round(args.depth * 8 / 60))
         flat.update(head_depth=side if head_depth is None else head_depth,
                     tail_depth=side if tail_depth is None else tail_depth,
-                    window=None if window is None else list(window), **{"latent_pos": "tokens", **interface})
+                    window=None if window is None else list(window), **interface)
+        flat["latent_pos"] = resolve_latent_pos(flat.get("latent_pos"), uses_rope=args.uses_rope, pretrained=True,
+                                                token_positions=adapter_for(type(transformer).__name__).token_positions(args))
     elif head_depth is not None or tail_depth is not None or window is not None or interface:
         raise UserError("elit=False builds the plain transformer: give no head/tail depth, window or interface option")
     return ModelConfig.from_dict(flat)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from elit.model.backbones import BACKBONES, BackboneArgs, DiTArgs
 from elit.model.budgets import BudgetSpace
 from elit.model.interface import InterfaceConfig
+from elit.model.positions import check_latent_pos, resolve_latent_pos
 from elit.errors import UserError
 
 
@@ -64,23 +65,20 @@ class ModelConfig:
             raise UserError(f"head_depth {s.head} + tail_depth {s.tail} must leave at least one core block "
                              f"of the {depth}")
         self.adapter.check_layout(self.backbone, s.head, s.tail)
-        if self.interface.latent_pos == "rope" and not self.backbone.uses_rope:
-            raise UserError("latent_pos='rope' needs a backbone with RoPE; use latent_pos='learned' or 'none'")
+        # stored resolved, so a saved config.json names the kind its model uses
+        kind = resolve_latent_pos(self.interface.latent_pos, uses_rope=self.backbone.uses_rope,
+                                  token_positions=self.adapter.token_positions(self.backbone))
+        object.__setattr__(self, "interface", dataclasses.replace(self.interface, latent_pos=kind))
         if any(g % w for g, w in zip(self.grid, self.window)) or len(self.grid) != len(self.window):
             example = [max(1, g // 4) for g in self.grid]
             raise UserError(f"windows of {list(self.window)} tokens do not divide the {list(self.grid)} token grid "
                             f"(input_size {self.backbone.input_size} / patch {self.backbone.patch_size}); set window "
                             f"to divisors of it, e.g. {example} for 16 groups")
         self.budget_space  # noqa: B018  (validates J_min against J)
-        if self.interface.latent_pos == "tokens":
-            if not self.adapter.token_positions(self.backbone):
-                raise UserError(f"latent_pos='tokens' needs a backbone whose tokens carry positions the core can "
-                                f"reuse (RoPE, or an MM-DiT adapter); backbone {type(self.backbone).name!r} has none: "
-                                f"use latent_pos='learned' or 'none'")
-            if self.latents_per_group > math.prod(self.window):
-                raise UserError(f"latent_pos='tokens' puts each latent on one token of its window, so J = "
-                                f"{self.latents_per_group} latents per group cannot exceed the {math.prod(self.window)} "
-                                f"tokens of a window; use latent_pos='rope' ((slot, group) coordinates) or 'learned'")
+        check_latent_pos(self.interface.latent_pos, uses_rope=self.backbone.uses_rope,
+                         token_positions=self.adapter.token_positions(self.backbone),
+                         backbone=type(self.backbone).name, latents_per_group=self.latents_per_group,
+                         window=self.window)
 
     # ------------------------------------------------------------------ derived values
     @property

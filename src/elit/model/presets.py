@@ -54,7 +54,7 @@ def _presets() -> dict[str, dict]:
         if depth % 2:   # the original form has a mid block: an odd number of blocks
             original = dict(backbone="uvit-original", hidden_size=d, depth=depth, num_heads=heads, patch_size=2)
             presets[f"U-ViT-original-{size}/2"] = dict(original, elit=False)
-            presets[f"ELIT-U-ViT-original-{size}/2"] = dict(original, **split, latent_pos="learned")
+            presets[f"ELIT-U-ViT-original-{size}/2"] = dict(original, **split)   # latents: a learned table
     return presets
 
 

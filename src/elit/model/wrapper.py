@@ -13,7 +13,8 @@ from torch.utils.checkpoint import checkpoint
 from elit.model.backbones import Backbone, CoreLayout
 from elit.model.budgets import BudgetSpace
 from elit.model.config import ModelConfig
-from elit.model.interface import LatentInterface, check_grid
+from elit.model.authors_compat import interface_class
+from elit.model.grouping import check_grid
 from elit.errors import UserError
 
 
@@ -34,9 +35,9 @@ class ELITModel(nn.Module):
         self.budget_space: BudgetSpace = config.budget_space
         self.interface = None
         if config.elastic:
-            self.interface = LatentInterface(config.interface, config.backbone.hidden_size,
-                                             config.backbone.num_heads, config.window, self.budget_space,
-                                             config.latent_table_rows)
+            self.interface = interface_class(config.interface)(
+                config.interface, config.backbone.hidden_size, config.backbone.num_heads, config.window,
+                self.budget_space, config.latent_table_rows)
         self.grad_checkpointing = False
         # Value checks of t and y cost one host sync per call; the trainer, whose inputs are its
         # own, turns them off.
@@ -166,10 +167,7 @@ class ELITModel(nn.Module):
         latents, grouped = self.interface.read_latents(h, ctx.grid, ctx.cond, kept)
         B, G, _, D = latents.shape
         seq = latents[:, :, :kept].reshape(B, G * kept, D)
-        where = self.interface.settings.latent_pos
-        layout = CoreLayout(groups=G, kept=kept, coords=self.interface.latent_coordinates(ctx.grid, kept, h.device),
-                            rope=where == "rope",
-                            token_index=self.interface.latent_token_index(ctx.grid, kept) if where == "tokens" else None)
+        layout = CoreLayout(groups=G, kept=kept, positions=self.interface.core_positions(ctx.grid, kept, h.device))
         core_ctx = self.backbone.core_context(ctx, layout)
         seq, side = self.backbone.enter_core(seq, side, core_ctx)
         for i in core:

@@ -145,8 +145,9 @@ def load_finetune_config(name_or_file: str, overrides: list[str] = (),
         raise UserError(f"unknown config section {unknown[0]!r}; valid: model, data, train, log, system, finetune")
     model_raw = dict(raw.get("model") or {})
     plain = teacher_config(ft.teacher, model_raw.pop("input_size", None), model_raw.pop("text_tokens", None))
-    if "latent_pos" not in model_raw:   # latents on their tokens' positions where the backbone has them
-        model_raw["latent_pos"] = "tokens" if plain.adapter.token_positions(plain.backbone) else "learned"
+    from elit.model.positions import resolve_latent_pos     # the pretrained default where none is given
+    model_raw["latent_pos"] = resolve_latent_pos(model_raw.get("latent_pos"), uses_rope=plain.backbone.uses_rope,
+                                                 pretrained=True, token_positions=plain.adapter.token_positions(plain.backbone))
     model = plain.override(elit=True, prediction="velocity", **model_raw)
     data = dict(raw.get("data") or {})
     if "name" not in data:

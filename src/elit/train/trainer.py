@@ -29,7 +29,7 @@ from elit.errors import UserError
 from elit.flow import TimeSampler, flow_loss
 from elit.hub import save_pretrained
 from elit.model import ELITModel, ModelConfig, TextCondition, compile_blocks
-from elit.model.interface import check_grid
+from elit.model.grouping import check_grid
 from elit.train import distributed as D
 from elit.train.budgets import TrainingBudgets
 from elit.train.checkpoint import list_checkpoints, load_checkpoint, remove_stale_temporaries, save_checkpoint

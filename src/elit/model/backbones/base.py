@@ -10,19 +10,21 @@ State travels functionally, never stashed on the module or mutated in place:
     h     (B, L, D)  the image stream: spatial tokens in the head and tail, latents in the core
     side  any pytree the adapter owns: U-ViT's long skips (a tuple, pushed and popped by returning
           a new one), its time/class tokens, an MM-DiT's text stream; None when unused
-    ctx   a frozen Context of constants for one stage (condition, rotary table, masks)
+    ctx   a frozen Context of constants for one stage (condition, rotary table; an adapter that needs
+          more, e.g. a text mask, subclasses Context with typed fields)
 so `torch.utils.checkpoint` can re-run any block in backward and see exactly its forward inputs.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
 from elit.model.layers import rope_frequencies
+from elit.model.positions import LatentPositions
 from elit.errors import UserError
 
 
@@ -87,24 +89,23 @@ class BackboneArgs:
 
 
 @dataclass(frozen=True)
-class Context:
-    """Constants of one forward call for the blocks of one stage (spatial, or the latent core)."""
-    cond: torch.Tensor | None            # (B, D) conditioning vector (time + class); drives the Read's adaLN
-    grid: tuple[int, ...]                # token grid of this input
-    rope: Any = None                     # rotary (cos, sin) for this stage's tokens, or None
-    extras: dict = field(default_factory=dict)   # adapter-owned constants (masks, ...)
+class CoreLayout:
+    """The latents the core runs on: `groups` groups of `kept` latents each, group-major, and their
+    positions as the interface decided them (elit.model.positions)."""
+    groups: int
+    kept: int
+    positions: LatentPositions = LatentPositions()
 
 
 @dataclass(frozen=True)
-class CoreLayout:
-    """The latents the core runs on: `groups` groups of `kept` latents each, group-major."""
-    groups: int
-    kept: int
-    coords: torch.Tensor        # (groups*kept, 1+axes): (slot, group position...) of every latent
-    rope: bool                  # do latents take rotary positions (interface latent_pos == "rope")?
-    # latent_pos == "tokens": (groups*kept,) raster index of the image token whose position each
-    # latent takes (see interface.coarse_to_fine_order); None otherwise
-    token_index: torch.Tensor | None = None
+class Context:
+    """Constants of one forward call for the blocks of one stage (spatial, or the latent core). An
+    adapter with more constants (a text mask, attention kwargs) subclasses it with typed fields and
+    derives the core's with dataclasses.replace, so the subclass travels into the core."""
+    cond: torch.Tensor | None            # (B, D) conditioning vector (time + class); drives the Read's adaLN
+    grid: tuple[int, ...]                # token grid of this input
+    rope: Any = None                     # rotary (cos, sin) for this stage's tokens, or None
+    core: CoreLayout | None = None       # in the core: the latents' layout; None in head and tail
 
 
 class Backbone(nn.Module):
@@ -170,15 +171,19 @@ class Backbone(nn.Module):
         return self.blocks[index](h, ctx.cond, ctx.rope), side
 
     def core_context(self, ctx: Context, layout: CoreLayout) -> Context:
-        """The core's constants: rotary angles at the latents' (slot, group position) coordinates when
-        they take RoPE, the spatial angles of their tokens under latent_pos="tokens", and the layout
-        itself (under extras["core"]) for adapters that need it."""
-        if layout.token_index is not None:
-            index = layout.token_index.to(ctx.rope[0].device)
-            rope = tuple(r.index_select(0, index) for r in ctx.rope)
-        else:
-            rope = self.rope(layout.coords, ctx) if layout.rope else None
-        return dataclasses.replace(ctx, rope=rope, extras={**ctx.extras, "core": layout})
+        """The core's constants: the stage's context with the latents' rotary angles and the layout."""
+        return dataclasses.replace(ctx, rope=self.latent_rope(ctx, layout), core=layout)
+
+    def latent_rope(self, ctx: Context, layout: CoreLayout):
+        """The one hook for latent positions: the latents' rotary angles from what the interface
+        gives (layout.positions), the angles of the tokens they sit on, or angles at their (slot,
+        group) coordinates; None when they carry no rotary position."""
+        positions = layout.positions
+        if positions.token_index is not None:
+            return tuple(r.index_select(0, positions.token_index.to(r.device)) for r in ctx.rope)
+        if positions.coords is not None:
+            return self.rope(positions.coords, ctx)
+        return None
 
     def enter_core(self, seq: torch.Tensor, side, ctx: Context):
         """What enters the core: the kept latents (B, G*j, D) and the side stream."""

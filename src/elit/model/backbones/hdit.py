@@ -20,16 +20,17 @@ and padding is zeros, not the dropped latents. Merged units u < j // 4 see only 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from elit.errors import UserError
-from elit.model.backbones.base import block_flops, register_backbone
+from elit.model.backbones.base import Context, block_flops, register_backbone
 from elit.model.backbones.dit import DiTArgs, DiTBackbone
 from elit.model.layers import DiTBlock
 
@@ -53,6 +54,12 @@ class HDiTArgs(DiTArgs):
     def levels(self) -> tuple[int, int]:
         m = self.merge_at if self.merge_at is not None else max(1, 2 * self.depth // 7)
         return m, self.split_at if self.split_at is not None else self.depth - m
+
+
+@dataclass(frozen=True)
+class HDiTContext(Context):
+    """HDiT's constants: also the rotary angles of the merged (bottleneck) tokens or latents."""
+    rope_merged: Any = None
 
 
 @register_backbone
@@ -88,24 +95,24 @@ class HDiTBackbone(DiTBackbone):
         if gh % 2 or gw % 2:
             raise UserError(f"HDiT merges 2x2 tokens: the token grid {gh}x{gw} must be even on both axes")
         coords = self.spatial_coordinates((gh // 2, gw // 2), x.device).float() * 2 + 0.5   # mean of each 2x2
-        extras = {"rope_merged": self.rope(coords, x.device)}
-        return h, (), type(ctx)(cond=ctx.cond, grid=ctx.grid, rope=ctx.rope, extras=extras)
+        return h, (), HDiTContext(cond=ctx.cond, grid=ctx.grid, rope=ctx.rope, rope_merged=self.rope(coords, x.device))
 
     def core_context(self, ctx, layout):
         core = super().core_context(ctx, layout)
-        rope = self.rope(merged_coordinates(layout.coords, layout.groups, layout.kept), ctx) if layout.rope else None
-        return type(core)(cond=core.cond, grid=core.grid, rope=core.rope, extras={**core.extras, "rope_merged": rope})
+        coords = layout.positions.coords
+        rope = None if coords is None else self.rope(merged_coordinates(coords, layout.groups, layout.kept), ctx)
+        return dataclasses.replace(core, rope_merged=rope)
 
     def run_block(self, index, h, skips, ctx):
         m, s = self.args.levels
-        core = ctx.extras.get("core")
+        core = ctx.core
         if index == m:
             skips = skips + (h,)
             h = self.merge(h, ctx.grid, core)
         if index == s:
             skip, skips = skips[-1], skips[:-1]
             h = torch.lerp(skip, self.split(h, ctx.grid, core), self.split_fac.to(h.dtype))
-        rope = ctx.extras["rope_merged"] if m <= index < s else ctx.rope
+        rope = ctx.rope_merged if m <= index < s else ctx.rope
         return self.blocks[index](h, ctx.cond, rope), skips
 
     def merge(self, h, grid, core) -> torch.Tensor:

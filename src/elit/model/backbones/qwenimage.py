@@ -24,8 +24,9 @@ ControlNet residuals, and the `guidance` input (diffusers' own forward cannot ru
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -106,6 +107,15 @@ def unpack(tokens: torch.Tensor, grid) -> torch.Tensor:
     return tokens.view(B, h, w, D // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(B, D // 4, 2 * h, 2 * w)
 
 
+@dataclass(frozen=True)
+class QwenContext(Context):
+    """Qwen-Image's constants: the text mask, the pipeline's attention kwargs, and whether to unpack
+    the output into (B, C, H, W) latents (elit's own signature) or leave it packed (diffusers')."""
+    mask: torch.Tensor | None = None
+    attention_kwargs: Any = None
+    unpack: bool = False
+
+
 @register_backbone
 class QwenImageBackbone(MMDiTBackbone):
     args_class = QwenImageArgs
@@ -131,8 +141,7 @@ class QwenImageBackbone(MMDiTBackbone):
                             "diffusers signature")
         grid = (x.shape[2] // 2, x.shape[3] // 2)
         h, side, ctx = self._embed(pack(x), y, t * self.args.time_scale, grid, [[(1, *grid)]], None, None)
-        ctx.extras["unpack"] = True
-        return h, side, ctx
+        return h, side, dataclasses.replace(ctx, unpack=True)
 
     def embed_call(self, hidden_states, encoder_hidden_states=None, encoder_hidden_states_mask=None,
                    timestep=None, img_shapes=None, guidance=None, attention_kwargs=None,
@@ -161,27 +170,28 @@ class QwenImageBackbone(MMDiTBackbone):
         text = tr.txt_in(tr.txt_norm(cond.embeds))
         temb = tr.time_text_embed(timestep, h, additional_t_cond)
         rope = tr.pos_embed(img_shapes, max_txt_seq_len=text.shape[1], device=h.device)
-        ctx = Context(cond=temb, grid=grid, rope=rope,
-                      extras={"mask": cond.mask, "attention_kwargs": attention_kwargs})
-        return h, text, ctx
+        return h, text, QwenContext(cond=temb, grid=grid, rope=rope, mask=cond.mask, attention_kwargs=attention_kwargs)
 
     # ------------------------------------------------------------------ blocks
     def run_block(self, index, h, text, ctx):
         text, h = self.blocks[index](hidden_states=h, encoder_hidden_states=text,
-                                     encoder_hidden_states_mask=ctx.extras["mask"], temb=ctx.cond,
-                                     image_rotary_emb=ctx.rope, joint_attention_kwargs=ctx.extras["attention_kwargs"],
+                                     encoder_hidden_states_mask=ctx.mask, temb=ctx.cond,
+                                     image_rotary_emb=ctx.rope, joint_attention_kwargs=ctx.attention_kwargs,
                                      modulate_index=None)
         return h, text
 
-    def core_context(self, ctx, layout):
+    def latent_rope(self, ctx, layout):
+        """MSRoPE (image, text) tables for the core: the text keeps its own; each latent takes its
+        token's angles, or angles at its (slot, group row, group col), or none (a unit rotation)."""
         image, text = ctx.rope
-        if layout.token_index is not None:      # each latent on one of its window's tokens
-            image = image.index_select(0, layout.token_index.to(image.device))
-        elif layout.rope:                        # fallback: (slot, group row, group col)
-            image = self.axis_freqs(layout.coords, image.device)
-        else:                                    # learned / no positions: unrotated
+        positions = layout.positions
+        if positions.token_index is not None:
+            image = image.index_select(0, positions.token_index.to(image.device))
+        elif positions.coords is not None:
+            image = self.axis_freqs(positions.coords, image.device)
+        else:
             image = torch.ones(layout.groups * layout.kept, image.shape[1], dtype=image.dtype, device=image.device)
-        return Context(cond=ctx.cond, grid=ctx.grid, rope=(image, text), extras={**ctx.extras, "core": layout})
+        return image, text
 
     def axis_freqs(self, coords: torch.Tensor, device) -> torch.Tensor:
         """MSRoPE angles at integer (frame, row, col) coordinates, from the model's own table."""
@@ -193,7 +203,7 @@ class QwenImageBackbone(MMDiTBackbone):
     def finish(self, h, text, ctx):
         tr = self.transformer
         out = tr.proj_out(tr.norm_out(h, ctx.cond))
-        return unpack(out, ctx.grid) if ctx.extras.get("unpack") else out
+        return unpack(out, ctx.grid) if ctx.unpack else out
 
     # ------------------------------------------------------------------ cost
     @classmethod

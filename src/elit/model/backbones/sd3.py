@@ -20,9 +20,8 @@ embeddings are refused.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -86,6 +85,15 @@ class SD3Args(BackboneArgs):
                    text_tokens=text_tokens)
 
 
+@dataclass(frozen=True)
+class SD3Context(Context):
+    """SD3's constants: the pipeline's attention kwargs, the blocks to skip (skip-layer guidance),
+    and the latent size (its sin-cos table is cropped to it)."""
+    attention_kwargs: Any = None
+    skip: frozenset = frozenset()
+    size: tuple = ()
+
+
 @register_backbone
 class SD3Backbone(MMDiTBackbone):
     args_class = SD3Args
@@ -139,27 +147,27 @@ class SD3Backbone(MMDiTBackbone):
         h = tr.pos_embed(x).contiguous()
         temb = tr.time_text_embed(timestep, cond.pooled)
         text = tr.context_embedder(cond.embeds)
-        extras = {"attention_kwargs": attention_kwargs, "skip": frozenset(skip_layers), "size": size}
-        return h, text, Context(cond=temb, grid=(size[0] // p, size[1] // p), extras=extras)
+        return h, text, SD3Context(cond=temb, grid=(size[0] // p, size[1] // p), attention_kwargs=attention_kwargs,
+                                   skip=frozenset(skip_layers), size=size)
 
     # ------------------------------------------------------------------ blocks
     def run_block(self, index, h, text, ctx):
-        if index in ctx.extras["skip"]:
+        if index in ctx.skip:
             return h, text
         text, h = self.blocks[index](hidden_states=h, encoder_hidden_states=text, temb=ctx.cond,
-                                     joint_attention_kwargs=ctx.extras["attention_kwargs"])
+                                     joint_attention_kwargs=ctx.attention_kwargs)
         return h, text
 
-    def core_context(self, ctx, layout):
-        return dataclasses.replace(ctx, extras={**ctx.extras, "core": layout})
+    def latent_rope(self, ctx, layout):
+        return None           # SD3 has no rotary positions: a latent's position is added (enter_core)
 
     def enter_core(self, seq, text, ctx):
-        """Each latent gets the sin-cos vector its token got at the input (latent_pos="tokens")."""
-        layout = ctx.extras["core"]
-        if layout.token_index is None:
+        """Each latent sitting on a token gets the sin-cos vector that token got at the input."""
+        index = ctx.core.positions.token_index
+        if index is None:
             return seq, text
-        table = self.transformer.pos_embed.cropped_pos_embed(*ctx.extras["size"])[0]       # (N, D)
-        pos = table.index_select(0, layout.token_index.to(table.device))
+        table = self.transformer.pos_embed.cropped_pos_embed(*ctx.size)[0]       # (N, D)
+        pos = table.index_select(0, index.to(table.device))
         return (seq + pos).to(seq.dtype), text
 
     def finish(self, h, text, ctx):
