@@ -111,3 +111,22 @@ def test_the_latent_position_defaults():
     from elit.model.positions import default_latent_pos
     assert default_latent_pos(uses_rope=False, token_positions=True, pretrained=True) == "tokens"
     assert default_latent_pos(uses_rope=False, token_positions=False, pretrained=True) == "learned"
+
+
+def test_conditionality_is_asked_of_the_config():
+    """Whether a model is class-, text- or un-conditioned is ModelConfig.condition (and .conditional):
+    outside elit/model nothing tests `.num_classes` against 0 or reads an adapter's condition_kind."""
+    wrong = []
+    for path in SRC.rglob("*.py"):
+        rel = str(path.relative_to(SRC))
+        if rel.startswith("model/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "condition_kind":
+                wrong.append(f"{rel}:{node.lineno} reads condition_kind")
+            if isinstance(node, ast.Compare) and len(node.comparators) == 1 and any(
+                    isinstance(n, ast.Attribute) and n.attr == "num_classes"
+                                                     for n in (node.left, *node.comparators)) \
+                    and any(isinstance(n, ast.Constant) and n.value == 0 for n in (node.left, *node.comparators)):
+                wrong.append(f"{rel}:{node.lineno} compares num_classes with 0")
+    assert not wrong, "\n".join(wrong)

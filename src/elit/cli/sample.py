@@ -118,7 +118,7 @@ def run(args) -> int:
                         "(sample the latents with --npz and decode them with your video VAE)")
     from elit.vae import decoder_for
     decode = decoder_for(model.config, args.vae, args.vae_subfolder, device)
-    if model.backbone.condition_kind == "text":
+    if model.config.condition == "text":
         raise UserError("this is a text-to-image model: elit sample takes class labels, not prompts; sample it from "
                         "Python with elit.sample(model, seeds, labels=TextCondition(...)) or through a diffusers "
                         "pipeline (docs/text-to-image.md)")
@@ -126,7 +126,7 @@ def run(args) -> int:
     options = options_from_args(args)
     seeds = parse_seeds(args.seeds)
     labels = resolve_labels(_labels_arg(args.labels, model), seeds, model.num_classes)
-    plan = plan_run(model, conditional=model.num_classes > 0, **options)  # validate before writing
+    plan = plan_run(model, **options)  # validate before writing
     gflops = plan_gflops(model.config, plan)
     print(f"elit sample: {plan.describe()}; {gflops:.2f} GFLOPs per image "
           f"(analytic, 2 x multiply-adds; cache skips not subtracted)")

@@ -86,9 +86,17 @@ class ModelConfig:
         return BACKBONES[type(self.backbone).name]
 
     @property
+    def condition(self) -> str:
+        """What the model is conditioned on: "class" (labels), "text" (a TextCondition) or "none".
+        The one place this is decided; every sampler, server and trainer asks here."""
+        if self.adapter.condition_kind == "text":
+            return "text"
+        return "class" if self.backbone.num_classes > 0 else "none"
+
+    @property
     def conditional(self) -> bool:
         """Does the model take a condition guidance can drop (class labels or text)?"""
-        return self.backbone.num_classes > 0 or self.adapter.condition_kind == "text"
+        return self.condition != "none"
 
     @property
     def elastic(self) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from elit.cost import analytic_gflops
 from elit.errors import UserError
-from elit.model import BudgetSpace
+from elit.model import BudgetSpace, ModelConfig
 from elit.sampling.guidance import Guidance, check_budgets, make_guidance, pass_budgets, resolve_weak_budget
 from elit.sampling.schedules import check_steps, step_budgets, time_grid
 
@@ -56,12 +56,14 @@ def budget_space_of(model_or_space) -> BudgetSpace:
     return space
 
 
-def plan_run(budget_rules, *, steps=40, sampler="euler", budget=None, schedule=None, guidance="none",
-             scale=None, w=None, weak_budget=None, interval=None, shift=1.0,
-             conditional: bool = True) -> RunPlan:
-    """Validate the options against a model's budgets (a model, config or BudgetSpace) and resolve
-    every budget."""
-    space = budget_space_of(budget_rules)
+def plan_run(model_or_config, *, steps=40, sampler="euler", budget=None, schedule=None, guidance="none",
+             scale=None, w=None, weak_budget=None, interval=None, shift=1.0) -> RunPlan:
+    """Validate the options against a model (or its ModelConfig): its budgets, and guidance against
+    what it is conditioned on; resolve every budget."""
+    config = getattr(model_or_config, "config", model_or_config)
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"plan_run takes an elit model or ModelConfig, got {type(model_or_config).__name__}")
+    space, conditional = config.budget_space, config.conditional
     check_steps(steps)
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
@@ -90,8 +92,7 @@ def sampling_gflops(config, steps, budget=None, guidance="none", weak_budget=Non
         # As analytic_gflops: the cost of the model built for that size (its window and J follow it).
         config = config.with_input_size(input_size)
     plan = plan_run(config, steps=steps, sampler=sampler, budget=budget, schedule=schedule,
-                    guidance=guidance, scale=scale, weak_budget=weak_budget, interval=interval, shift=shift,
-                    conditional=config.conditional)
+                    guidance=guidance, scale=scale, weak_budget=weak_budget, interval=interval, shift=shift)
     return plan_gflops(config, plan, input_size)
 
 

@@ -179,8 +179,7 @@ def build_table(model, seeds=range(8), settings: list[dict] | None = None, scale
         f", cfg lambda={reference_setting['scale']}" if "scale" in reference_setting else "")
     rows = []
     for setting in settings:
-        plan = plan_run(model, conditional=model.num_classes > 0,
-                        **{k: v for k, v in setting.items() if v is not None})
+        plan = plan_run(model, **{k: v for k, v in setting.items() if v is not None})
         images, seconds = timed_sample(model, seeds, setting, batch_size)
         rmse = (images - reference).pow(2).mean().sqrt().item()
         rows.append(dict({"budget": None, "schedule": None, "scale": None, "weak_budget": None}, **setting,

@@ -196,7 +196,7 @@ def iter_batches(model, seeds, labels=None, batch_size: int = 64, input_size=Non
     progress: False, True (a bar over every denoising step of every batch), or a bar to advance."""
     check_prediction(model, options.get("sampler", "euler"))
     seeds = parse_seeds(seeds)
-    if model.backbone.condition_kind == "text":
+    if model.config.condition == "text":
         labels, negative = text_conditions(model, seeds, labels, negative)
     else:
         if negative is not None:
@@ -205,7 +205,7 @@ def iter_batches(model, seeds, labels=None, batch_size: int = 64, input_size=Non
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch size must be an integer >= 1, got {batch_size!r}")
     cache = options.pop("cache", None)
-    plan = plan_run(model, conditional=model.config.conditional, **options)
+    plan = plan_run(model, **options)
     if cache is not None and not hasattr(cache, "reset"):
         cache = TeaCache(model, threshold=cache)
     runner = cache if cache is not None else model

@@ -117,7 +117,7 @@ def calibrate(model, budgets, batch_sizes, steps: int = 2, repeats: int = 3) -> 
             timed_sample(model, list(range(n)), setting, batch_size=n)     # warm-up (allocator, caches)
             per_image = statistics.median(timed_sample(model, list(range(n)), setting, batch_size=n)[1]
                                           for _ in range(repeats))
-            plan = plan_run(model, conditional=model.num_classes > 0, **setting)
+            plan = plan_run(model, **setting)
             cost = plan_cost(model.config, plan)
             points.append((n * cost.gflops_per_image, per_image * n, len(cost.calls)))
             rows.append({"budget": budget, "images": n, "steps": steps, "seconds": per_image * n})

@@ -105,8 +105,7 @@ class Ladder:
     def _plan(self, settings: Settings, steps: int, budget):
         from elit.sampling import plan_run
         return plan_run(self.config, steps=steps, sampler=settings.sampler, budget=budget,
-                        guidance=settings.guidance, scale=settings.scale, weak_budget=settings.weak_budget,
-                        conditional=self.config.backbone.num_classes > 0)
+                        guidance=settings.guidance, scale=settings.scale, weak_budget=settings.weak_budget)
 
     def plan(self, settings: Settings, option: Option):
         return self._plan(settings, option.steps, option.budget)

@@ -99,7 +99,7 @@ class ModelService:
 
     # ------------------------------------------------------------------ requests -> jobs
     def _label(self, label, seed: int) -> int | None:
-        if self.num_classes == 0:
+        if self.config.condition != "class":
             if label is not None:
                 raise FieldError("label", "this model is unconditional; leave label out")
             return None
@@ -143,7 +143,7 @@ class ModelService:
             raise FieldError("weak_budget", f"{req.weak_budget} is not a budget of this model ({self.budgets})")
         seeds = list(range(req.seed, req.seed + req.num_images))
         labels = [self._label(req.label, s) for s in seeds]
-        labels = None if self.num_classes == 0 else labels
+        labels = labels if self.config.condition == "class" else None
         scale = req.scale if req.scale is not None or req.guidance == "none" else 1.0
         settings = Settings(steps, req.sampler, req.guidance, scale, req.weak_budget)
         try:
@@ -171,7 +171,7 @@ class ModelService:
 
     def info(self) -> dict:
         from elit.cost import analytic_gflops
-        modes = [g for g in GUIDANCE_MODES if self.num_classes > 0 or g in ("none", "ag")]
+        modes = [g for g in GUIDANCE_MODES if self.config.conditional or g in ("none", "ag")]
         rows = []
         for b in self.budgets or [None]:
             options = {g: self.option(g, b) for g in modes}

@@ -66,7 +66,7 @@ def check_model_fits_data(model: ModelConfig, dataset) -> None:
     if model.elastic:
         check_grid(model.grid, model.window)   # ModelConfig checked it at the build size, which is H
     text_data = hasattr(dataset, "condition")
-    if text_data != (model.adapter.condition_kind == "text"):
+    if text_data != (model.condition == "text"):
         what = "captioned latents (text-latents)" if text_data else "class-labelled images"
         raise UserError(f"the data holds {what} but backbone {b.name!r} takes "
                         f"{'text' if not text_data else 'class labels'}; pick a model for this data ({fix})")
@@ -156,7 +156,7 @@ class Trainer:
         if isinstance(y, dict):
             cond = TextCondition(**{k: v.to(drop.device, non_blocking=True) for k, v in y.items()})
             return cond.where(drop, self.model.null_condition(cond))
-        if self.cfg.model.backbone.num_classes > 0:
+        if self.cfg.model.condition == "class":
             return torch.where(drop, torch.full_like(y, self.null_class), y.to(drop.device))
         return None
 

@@ -45,10 +45,10 @@ class HDiTArgs(DiTArgs):
         super().__post_init__()
         m, s = self.levels
         if not 0 < m < s < self.depth:
-            raise ValueError(f"HDiT needs 0 < merge_at < split_at < depth; got merge_at={m}, split_at={s}, "
+            raise UserError(f"HDiT needs 0 < merge_at < split_at < depth; got merge_at={m}, split_at={s}, "
                              f"depth={self.depth}")
         if any(g % 2 for g in self.grid):
-            raise ValueError(f"HDiT merges 2x2 tokens: the token grid {list(self.grid)} must be even on both axes")
+            raise UserError(f"HDiT merges 2x2 tokens: the token grid {list(self.grid)} must be even on both axes")
 
     @property
     def levels(self) -> tuple[int, int]:

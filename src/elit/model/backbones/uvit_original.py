@@ -38,7 +38,7 @@ class UViTOriginalArgs(BackboneArgs):
     def __post_init__(self):
         super().__post_init__()
         if self.depth % 2 == 0:
-            raise ValueError(f"the original U-ViT has in-blocks, one mid block and as many out-blocks: depth "
+            raise UserError(f"the original U-ViT has in-blocks, one mid block and as many out-blocks: depth "
                              f"must be odd (baofff's depth=28 is 29 blocks here), got {self.depth}")
 
     @property

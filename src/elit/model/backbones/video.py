@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from elit.errors import UserError
 from elit.model.backbones.base import register_backbone
 from elit.model.backbones.dit import DiTArgs, DiTBackbone
 
@@ -25,11 +26,11 @@ class VideoDiTArgs(DiTArgs):
         for f in ("frames", "temporal_patch"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{f} must be a positive integer, got {v!r}")
+                raise UserError(f"{f} must be a positive integer, got {v!r}")
         if self.frames % self.temporal_patch:
-            raise ValueError(f"frames {self.frames} is not divisible by temporal_patch {self.temporal_patch}")
+            raise UserError(f"frames {self.frames} is not divisible by temporal_patch {self.temporal_patch}")
         if self.pos_embed != "none":
-            raise ValueError("a video DiT takes its positions from 3-axis RoPE: set pos_embed='none'")
+            raise UserError("a video DiT takes its positions from 3-axis RoPE: set pos_embed='none'")
 
     @property
     def patch(self) -> tuple[int, ...]:
