@@ -303,13 +303,13 @@ def compute_flops() -> dict:
             row = {"model": name, "input_size": size, "full_gflops": analytic_gflops(cfg)}
             if cfg.elastic:
                 space = cfg.budget_space
-                row.update(full_budget=space.full, lowest_budget=space.lowest,
-                           lowest_gflops=analytic_gflops(cfg, space.lowest))
+                row.update(full_budget=space.latents_per_group, lowest_budget=space.min_budget,
+                           lowest_gflops=analytic_gflops(cfg, space.min_budget))
             presets.append(row)
     sampling = []
     for size in (32, 64):
         cfg = preset_config("ELIT-DiT-XL/2", input_size=size)
-        lowest = cfg.budget_space.lowest
+        lowest = cfg.budget_space.min_budget
         sampling.append({"model": "ELIT-DiT-XL/2", "input_size": size, "steps": 40,
                          "forward_full": analytic_gflops(cfg), "forward_lowest": analytic_gflops(cfg, lowest),
                          **{m: sampling_gflops(cfg, 40, None, m) for m in GUIDANCE}})

@@ -128,8 +128,8 @@ def training_gflops_per_step(config: str) -> float:
     if not model_cfg.elastic:
         per_image = analytic_gflops(model_cfg)
     elif train.budget == "multi":
-        lo = train.budget_min or space.lowest
-        hi = train.budget_max or space.full
+        lo = train.budget_min or space.min_budget
+        hi = train.budget_max or space.latents_per_group
         per_image = sum(analytic_gflops(model_cfg, b) for b in range(lo, hi + 1)) / (hi - lo + 1)
     else:
         per_image = analytic_gflops(model_cfg, None if train.budget == "full" else int(train.budget))

@@ -42,7 +42,7 @@ def _parse_budgets(text: str | None, space) -> list:
         raise UserError("this model has no latent interface; drop --budgets")
     bad = [b for b in budgets if b not in space]
     if bad:
-        raise UserError(f"budgets {bad} are not valid for this model; valid: {space.lowest}..{space.full}")
+        raise UserError(f"budgets {bad} are not valid for this model; valid: {space.min_budget}..{space.latents_per_group}")
     return budgets
 
 

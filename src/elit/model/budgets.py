@@ -19,35 +19,35 @@ from elit.errors import UserError
 
 @dataclass(frozen=True)
 class BudgetSpace:
-    full: int | None = None      # J, latents per group at full budget; None: a plain backbone
-    lowest: int = 1              # J_min, the smallest budget the model accepts
+    latents_per_group: int | None = None   # J, the full budget; None: a plain backbone
+    min_budget: int = 1                    # J_min, the smallest budget the model accepts
 
     def __post_init__(self):
-        if self.full is None:
+        if self.latents_per_group is None:
             return
-        if not 1 <= self.lowest <= self.full:
-            raise UserError(f"the smallest budget must lie in 1..{self.full} (latents per group), "
-                             f"got {self.lowest}")
+        if not 1 <= self.min_budget <= self.latents_per_group:
+            raise UserError(f"the smallest budget must lie in 1..{self.latents_per_group} (latents per group), "
+                             f"got {self.min_budget}")
 
     @property
     def elastic(self) -> bool:
-        return self.full is not None
+        return self.latents_per_group is not None
 
     @property
     def budgets(self) -> list[int]:
         """Every valid budget, lowest first; empty for a plain backbone."""
-        return [] if self.full is None else list(range(self.lowest, self.full + 1))
+        return [] if self.latents_per_group is None else list(range(self.min_budget, self.latents_per_group + 1))
 
     def __contains__(self, budget) -> bool:
-        return self.full is not None and isinstance(budget, int) and self.lowest <= budget <= self.full
+        return self.latents_per_group is not None and isinstance(budget, int) and self.min_budget <= budget <= self.latents_per_group
 
     def resolve(self, budget) -> int | None:
         """int -> itself (checked); float in (0, 1] -> floor(fraction * J); None -> J."""
-        if self.full is None:
+        if self.latents_per_group is None:
             if budget is not None:
                 raise UserError("this model has no latent interface (a plain backbone); budget must be None")
             return None
-        J, lo = self.full, self.lowest
+        J, lo = self.latents_per_group, self.min_budget
         if budget is None:
             return J
         if isinstance(budget, torch.Tensor):
@@ -75,4 +75,4 @@ class BudgetSpace:
         return kept
 
     def describe(self) -> str:
-        return "no budgets (plain backbone)" if self.full is None else f"budgets {self.lowest}..{self.full}"
+        return "no budgets (plain backbone)" if self.latents_per_group is None else f"budgets {self.min_budget}..{self.latents_per_group}"

@@ -137,7 +137,7 @@ class LatentInterface(nn.Module):
         super().__init__()
         self.settings, self.window, self.space = cfg, tuple(window), space
         tokens_per_window = math.prod(self.window)
-        self.latent_queries = nn.Parameter(torch.empty(space.full, dim))
+        self.latent_queries = nn.Parameter(torch.empty(space.latents_per_group, dim))
         self.read = Read(dim, num_heads, cfg.qk_norm, cfg.mlp_bias, cfg.read_adaln_chunks)
         self.write = Write(dim, num_heads, cfg.qk_norm, cfg.mlp_bias, cfg.write_norm)
         if cfg.window_pos:
@@ -148,7 +148,7 @@ class LatentInterface(nn.Module):
 
     @property
     def latents_per_group(self) -> int:
-        return self.space.full
+        return self.space.latents_per_group
 
     # -- positions
     def core_positions(self, grid: tuple[int, ...], kept: int, device=None) -> LatentPositions:

@@ -53,7 +53,7 @@ class ELITModel(nn.Module):
 
     @property
     def latents_per_group(self) -> int | None:
-        return self.budget_space.full
+        return self.budget_space.latents_per_group
 
     @property
     def num_classes(self) -> int:

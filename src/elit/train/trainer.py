@@ -118,7 +118,7 @@ class Trainer:
         model = self.build_model().to(env.device)
         model.grad_checkpointing = sy.grad_checkpointing
         model.check_values = False   # t and y come from this trainer, not from a user
-        self.schedule = TrainingBudgets(tr.budget, model.budget_space, tr.seed, tr.budget_min, tr.budget_max)
+        self.budget_draws = TrainingBudgets(tr.budget, model.budget_space, tr.seed, tr.budget_min, tr.budget_max)
         self.null_class = model.null_class_id
         for b in cfg.log.sample_budgets or []:  # fail now, not after hours of training
             try:
@@ -135,7 +135,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, betas=tuple(tr.betas),
                                            weight_decay=tr.weight_decay,
                                            **({"fused": True} if env.device.type == "cuda" else {}))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg))
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg))
         self.loader = infinite_batches(self.dataset, tr.global_batch_size // env.world_size, seed=tr.seed,
                                        rank=env.rank, world_size=env.world_size, num_workers=sy.num_workers,
                                        pin_memory=env.device.type == "cuda")
@@ -184,7 +184,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"model": D.model_state(self.model), "ema": self.ema.full_state(),
                 "optimizer": D.optimizer_state(self.model, self.optimizer),
-                "scheduler": self.scheduler.state_dict(), "rng": rng, "data": self.loader.state_dict(),
+                "scheduler": self.lr_schedule.state_dict(), "rng": rng, "data": self.loader.state_dict(),
                 "fsdp": D.is_fsdp(self.model), "config": self.cfg.to_dict()}
 
     def save(self) -> None:
@@ -212,7 +212,7 @@ class Trainer:
         D.load_model_state(self.model, ckpt["model"])
         self.ema.load_full_state(ckpt["ema"])
         D.load_optimizer_state(self.model, self.optimizer, ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.lr_schedule.load_state_dict(ckpt["scheduler"])
         self._apply_optimizer_settings()
         self.loader.load_state_dict(ckpt["data"])
         torch.set_rng_state(ckpt["rng"]["cpu"])
@@ -232,18 +232,17 @@ class Trainer:
         scheduler's its base lr: replace them with this config's, so a changed setting takes effect.
         (The warm-up / cosine factor and the clip are read from this config at every step.)"""
         tr = self.cfg.train
-        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        factor = self.lr_schedule.lr_lambdas[0](self.lr_schedule.last_epoch)
         for group in self.optimizer.param_groups:
             group.update(initial_lr=tr.lr, lr=tr.lr * factor, betas=tuple(tr.betas), weight_decay=tr.weight_decay)
-        self.scheduler.base_lrs = [tr.lr] * len(self.optimizer.param_groups)
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self.lr_schedule.base_lrs = [tr.lr] * len(self.optimizer.param_groups)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, x: torch.Tensor, y: torch.Tensor):
         env, tr = self.env, self.cfg.train
         dev = env.device
         x = x.to(dev, torch.float32, non_blocking=True)
-        budget = self.schedule(self.step)
+        budget = self.budget_draws(self.step)
         g = torch.Generator(dev).manual_seed(derive_seed(tr.seed, self.step, _NOISE_STREAM))
         n = tr.global_batch_size  # draw for the global batch, keep this rank's positions
         eps = torch.randn((n, *x.shape[1:]), generator=g, device=dev)
@@ -268,7 +267,7 @@ class Trainer:
         else:   # skip the update, so the weights stay those of the last good step
             self.nonfinite.append(self.step + 1)
             self._check_divergence()
-        self.scheduler.step()
+        self.lr_schedule.step()
         return per_sample, t, budget, grad_norm
 
     def _check_divergence(self) -> None:
@@ -320,24 +319,37 @@ class Trainer:
         return model.to(self.env.device).eval()
 
     def run(self) -> dict:
-        cfg, env, tr, lg = self.cfg, self.env, self.cfg.train, self.cfg.log
-        if env.is_main:
+        """Resume or start the run in its folder, train to max_steps, export the EMA model."""
+        self.open_run_folder()
+        grid = self.train_loop()
+        model_dir = self.export_model()
+        self.log.close()
+        D.barrier()
+        return {"step": self.step, "out": str(self.out), "model": str(model_dir), "grid": grid and str(grid),
+                "is_main": self.env.is_main}
+
+    def open_run_folder(self) -> None:
+        """The folder made and cleaned, the last checkpoint resumed (a mismatched run is refused before
+        anything in it is rewritten), the log cut back to the checkpoint, the config written."""
+        if self.env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.out)
         D.barrier()
-        self.resume()  # refuses a mismatched run before anything in DIR is rewritten
-        if env.is_main:
+        self.resume()
+        if self.env.is_main:
             truncate_log(self.log.path, self.step)   # records after the checkpoint are written again
-            write_text(self.out / "config.yaml", dump_config(cfg))
-        budgets = self.schedule.choices
-        stats = LossStats(lg.t_bins, budgets, env.device)
-        bar = tqdm(total=tr.max_steps, initial=self.step, disable=not (env.is_main and lg.progress),
+            write_text(self.out / "config.yaml", dump_config(self.cfg))
+
+    def train_loop(self) -> pathlib.Path | None:
+        """Steps to max_steps, with log records, checkpoints and sample grids on their schedules;
+        returns the last grid written."""
+        tr, lg = self.cfg.train, self.cfg.log
+        stats = LossStats(lg.t_bins, self.budget_draws.choices, self.env.device)
+        bar = tqdm(total=tr.max_steps, initial=self.step, disable=not (self.env.is_main and lg.progress),
                    desc="train", unit="step", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line per 30 s
         batches = iter(self.loader)
-        tick, since = time.perf_counter(), 0   # throughput: steps and time since the last log or pause
-        averaged = 0                            # steps in the loss average of the next record
-        watch = ThroughputWatch()
+        self.throughput = Throughput()
         grid = None
         self.wrapped.train()
         while self.step < tr.max_steps:
@@ -345,37 +357,45 @@ class Trainer:
             per_sample, t, budget, grad_norm = self.train_step(x, y)
             stats.add(self.step, per_sample, t, budget)
             self.step += 1
-            since += 1
-            averaged += 1
+            self.throughput.add_step()
             bar.update(1)
             last = self.step == tr.max_steps
             if self.step % lg.log_every == 0 or last:
-                record = stats.reduce(env.world_size)  # collective
-                elapsed = time.perf_counter() - tick
-                # steps_averaged: the steps this record's losses average (fewer than log_every in
-                # the first record after a resume, which starts a fresh average at the checkpoint).
-                record = {"step": self.step, **record, "steps_averaged": averaged, "lr": self.scheduler.get_last_lr()[0],
-                          "images_per_s": since * tr.global_batch_size / elapsed, "budget": budget,
-                          "grad_norm": float(D.full_tensor(grad_norm)), **self.log_terms()}
-                if self.resumed_at is not None and self.step - averaged == self.resumed_at:
-                    record["first_after_resume_at"] = self.resumed_at
-                self.log.write(record)
-                slow = watch.update(record["images_per_s"])
-                bar.set_postfix(loss=f"{record['loss']:.4f}", budget=budget, img_s=f"{record['images_per_s']:.0f}",
-                                **({"SLOW": slow} if slow else {}))
-                if slow and not lg.progress and env.is_main:
-                    print(f"elit train: step {self.step}: {record['images_per_s']:.1f} images/s, {slow}", file=sys.stderr)
-                tick, since, averaged = time.perf_counter(), 0, 0
+                self.write_record(stats, budget, grad_norm, bar)
             if last or (self.step % lg.ckpt_every == 0 and not self.nonfinite):
                 self.save()   # not during a NaN/Inf streak: it could push the last good checkpoint out
             if (lg.sample_every and self.step % lg.sample_every == 0) or last:
                 grid = self.sample_grid()
             if self.step % lg.ckpt_every == 0 or last or (lg.sample_every and self.step % lg.sample_every == 0):
-                tick, since = time.perf_counter(), 0  # throughput excludes checkpoint and sampling time
+                self.throughput.restart()   # throughput excludes checkpoint and sampling time
         bar.close()
-        ema = self.ema.full_state()
+        return grid
+
+    def write_record(self, stats: LossStats, budget, grad_norm, bar) -> None:
+        """One log record: the losses averaged since the last one, lr, throughput, budget, gradient norm."""
+        tr, th = self.cfg.train, self.throughput
+        record = stats.reduce(self.env.world_size)  # collective
+        # steps_averaged: the steps this record's losses average (fewer than log_every in the first
+        # record after a resume, which starts a fresh average at the checkpoint).
+        record = {"step": self.step, **record, "steps_averaged": th.averaged,
+                  "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": th.images_per_s(tr.global_batch_size),
+                  "budget": budget, "grad_norm": float(D.full_tensor(grad_norm)), **self.log_terms()}
+        if self.resumed_at is not None and self.step - th.averaged == self.resumed_at:
+            record["first_after_resume_at"] = self.resumed_at
+        self.log.write(record)
+        slow = th.watch.update(record["images_per_s"])
+        bar.set_postfix(loss=f"{record['loss']:.4f}", budget=budget, img_s=f"{record['images_per_s']:.0f}",
+                        **({"SLOW": slow} if slow else {}))
+        if slow and not self.cfg.log.progress and self.env.is_main:
+            print(f"elit train: step {self.step}: {record['images_per_s']:.1f} images/s, {slow}", file=sys.stderr)
+        th.restart(averaged=True)
+
+    def export_model(self) -> pathlib.Path:
+        """The EMA weights as a model folder (elit.save_pretrained), with the run's config and class names."""
+        cfg, tr = self.cfg, self.cfg.train
+        ema = self.ema.full_state()   # collective under FSDP
         model_dir = self.out / "model"
-        if env.is_main:
+        if self.env.is_main:
             bad = [n for n, v in ema.items() if not bool(torch.isfinite(v).all())]
             if bad:   # cannot happen while non-finite updates are skipped; never export such a model
                 raise TrainingDiverged(f"the EMA weights hold NaN/Inf ({', '.join(bad[:3])}); no model exported")
@@ -383,10 +403,29 @@ class Trainer:
             save_pretrained(self.ema_model(ema), model_dir,
                             extra={"training": {"step": self.step, "ema_decay": tr.ema_decay, "config": cfg.to_dict()},
                                    **({"class_names": names} if len(names) == cfg.model.backbone.num_classes else {})})
-        self.log.close()
-        D.barrier()
-        return {"step": self.step, "out": str(self.out), "model": str(model_dir), "grid": grid and str(grid),
-                "is_main": env.is_main}
+        return model_dir
+
+
+class Throughput:
+    """Images per second between log records (checkpoint and sampling time left out), and the
+    watch that flags a collapse."""
+
+    def __init__(self):
+        self.watch = ThroughputWatch()
+        self.averaged = 0          # steps in the loss average of the next record
+        self.restart()
+
+    def restart(self, averaged: bool = False) -> None:
+        self.tick, self.steps = time.perf_counter(), 0
+        if averaged:
+            self.averaged = 0
+
+    def add_step(self) -> None:
+        self.steps += 1
+        self.averaged += 1
+
+    def images_per_s(self, batch: int) -> float:
+        return self.steps * batch / (time.perf_counter() - self.tick)
 
 
 def train(cfg: RunConfig, out) -> dict:

@@ -253,7 +253,7 @@ class Backbone(nn.Module):
         return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
 
 
-def block_flops(L: int, d: int, hidden: int, adaln: bool = True) -> float:
+def transformer_block_flops(L: int, d: int, hidden: int, adaln: bool = True) -> float:
     """One transformer block on L tokens: qkv 6Ld^2 + out proj 2Ld^2 + attention (QK^T and AV)
     4L^2d + MLP 4Ldh, plus the adaLN linear 12d^2 (per image) for adaLN-Zero blocks."""
     return 8 * L * d * d + 4 * L * L * d + 4 * L * d * hidden + (12 * d * d if adaln else 0)

@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from elit.model.backbones.base import Backbone, BackboneArgs, Context, block_flops, register_backbone
+from elit.model.backbones.base import Backbone, BackboneArgs, Context, transformer_block_flops, register_backbone
 from elit.model.layers import (DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder,
                                sincos_pos_embed_2d)
 from elit.errors import UserError
@@ -89,7 +89,7 @@ class DiTBackbone(Backbone):
         total = 2 * N * args.in_channels * pe * d                          # patch embed
         total += 2 * (TimestepEmbedder.FREQ_DIM * d + d * d)               # timestep MLP
         total += 4 * d * d + 2 * N * d * pe * args.out_channels            # final adaLN + linear
-        return total + sum(block_flops(L, d, hidden) for L in block_tokens)
+        return total + sum(transformer_block_flops(L, d, hidden) for L in block_tokens)
 
     def initialize_weights(self) -> None:
         # DiT's recipe: xavier linears, zero biases, zero adaLN gates and a zero output layer.

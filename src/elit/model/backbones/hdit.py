@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from elit.errors import UserError
-from elit.model.backbones.base import Context, block_flops, register_backbone
+from elit.model.backbones.base import Context, transformer_block_flops, register_backbone
 from elit.model.backbones.dit import DiTArgs, DiTBackbone
 from elit.model.layers import DiTBlock
 
@@ -143,8 +143,8 @@ class HDiTBackbone(DiTBackbone):
         wide = [L // 4 if groups is None else groups * math.ceil(L // groups / 4) for L in block_tokens]
         outer = [L if not m <= i < s else 0 for i, L in enumerate(block_tokens)]
         total = super().analytic_flops(args, grid, [], groups)               # embed + final layer
-        total += sum(block_flops(L, d, hidden) for i, L in enumerate(outer) if not m <= i < s)
-        total += sum(block_flops(wide[i], 2 * d, 2 * hidden, adaln=False) + 24 * d * d for i in range(m, s))
+        total += sum(transformer_block_flops(L, d, hidden) for i, L in enumerate(outer) if not m <= i < s)
+        total += sum(transformer_block_flops(wide[i], 2 * d, 2 * hidden, adaln=False) + 24 * d * d for i in range(m, s))
         total += 16 * wide[m] * d * d + 16 * wide[s - 1] * d * d             # merge and split projections
         return total
 

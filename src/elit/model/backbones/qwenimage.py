@@ -212,10 +212,10 @@ class QwenImageBackbone(MMDiTBackbone):
         total = 2 * N * 4 * args.in_channels * d + 2 * text * args.joint_attention_dim * d   # img_in, txt_in
         total += 2 * (256 * d + d * d)                       # timestep MLP
         total += 4 * d * d + 2 * N * d * 4 * args.out_channels   # norm_out's adaLN, proj_out
-        return total + sum(block_flops(L, text, d) for L in block_tokens)
+        return total + sum(double_stream_block_flops(L, text, d) for L in block_tokens)
 
 
-def block_flops(image: int, text: int, d: int) -> float:
+def double_stream_block_flops(image: int, text: int, d: int) -> float:
     """One double-stream block: both streams' adaLN (6d each), q/k/v/out projections and 4x MLPs on
     every token, and one joint attention over [text ; image]."""
     L = image + text

@@ -186,11 +186,11 @@ class SD3Backbone(MMDiTBackbone):
         total += 2 * text * args.joint_attention_dim * d                             # context_embedder
         total += 4 * d * d + 2 * N * d * p * p * args.out_channels                   # norm_out, proj_out
         for i, L in enumerate(block_tokens):
-            total += block_flops(L, text, d, last=i == args.depth - 1, dual=i in args.dual_attention_layers)
+            total += joint_block_flops(L, text, d, last=i == args.depth - 1, dual=i in args.dual_attention_layers)
         return total
 
 
-def block_flops(image: int, text: int, d: int, last: bool, dual: bool) -> float:
+def joint_block_flops(image: int, text: int, d: int, last: bool, dual: bool) -> float:
     """One JointTransformerBlock. The last block is context_pre_only: the text is only attended to
     (no text output projection, no text MLP, a 2d-wide adaLN); dual blocks add an image-only attention."""
     L = image + text

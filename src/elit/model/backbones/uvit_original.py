@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from elit.errors import UserError
 from elit.model.backbones import skips as S
-from elit.model.backbones.base import Backbone, BackboneArgs, Context, block_flops, register_backbone
+from elit.model.backbones.base import Backbone, BackboneArgs, Context, transformer_block_flops, register_backbone
 from elit.model.backbones.dit import unpatchify
 from elit.model.layers import Mlp, SelfAttention, timestep_sinusoid
 
@@ -136,7 +136,7 @@ class UViTOriginalBackbone(Backbone):
         with_extras = [L + E for L in block_tokens]
         total = 2 * N * C * p * p * d                                     # patch embed
         total += 16 * d * d if args.mlp_time_embed else 0                 # time MLP
-        total += sum(block_flops(L, d, hidden, adaln=False) for L in with_extras)
+        total += sum(transformer_block_flops(L, d, hidden, adaln=False) for L in with_extras)
         total += S.merge_flops(args.depth, with_extras, d) if args.skip else 0
         total += 2 * (N + E) * d * p * p * C                              # decoder_pred (extras too)
         total += 2 * N * p * p * C * C * 9 if args.conv else 0            # 3x3 conv on the image
