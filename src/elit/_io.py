@@ -7,6 +7,7 @@ file or the new one. Folders are replaced the same way (`replace_dir`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -88,3 +89,12 @@ def replace_dir(new: pathlib.Path, path) -> pathlib.Path:
     else:
         os.replace(new, path)
     return path
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in 16 MiB blocks (checkpoints are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()

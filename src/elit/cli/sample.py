@@ -89,7 +89,7 @@ def options_from_args(args) -> dict:
 def run_settings(args, plan) -> dict:
     """What determines the images (so a folder holds one run): not the seeds, batch size or device."""
     from elit.hub import CONFIG_NAME, WEIGHTS_NAME
-    from elit.sampling.folder import file_sha256
+    from elit._io import file_sha256
     model = pathlib.Path(args.model)
     return {"model_weights_sha256": file_sha256(model / WEIGHTS_NAME),
             "model_config_sha256": file_sha256(model / CONFIG_NAME), "plan": plan.describe(),

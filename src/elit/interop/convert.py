@@ -22,7 +22,8 @@ import pathlib
 from elit.errors import UserError
 from elit.interop import references as ref
 from elit.interop.checks import check_args, check_state
-from elit.interop.io import read_config_file, read_weights, sha256, unwrap_checkpoint
+from elit._io import file_sha256
+from elit.interop.io import read_config_file, read_weights, unwrap_checkpoint
 from elit.model import ELITModel, ModelConfig
 
 _INT_FIELDS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes",
@@ -177,7 +178,7 @@ def convert_checkpoint(source: str, weights, config=None, preset: str | None = N
     notes += more
     if isinstance(weights, (str, pathlib.Path)):
         state, info = read_weights(weights)
-        info["sha256"] = sha256(weights)
+        info["sha256"] = file_sha256(weights)
     else:
         state, info = unwrap_checkpoint(weights)
     if "args" in info:

@@ -8,7 +8,6 @@ a Namespace only holds attributes and runs no code when unpickled.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pathlib
 import pickle
 
@@ -88,11 +87,3 @@ def read_config_file(path) -> dict:
         raise UserError(f"{path} must be a JSON object with a 'constructor_kwargs' object holding the "
                          f"reference constructor's keyword arguments")
     return meta["constructor_kwargs"]
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()

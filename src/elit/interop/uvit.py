@@ -17,7 +17,8 @@ import pathlib
 import torch
 
 from elit.errors import UserError
-from elit.interop.io import read_config_file, read_weights, sha256, unwrap_checkpoint
+from elit._io import file_sha256
+from elit.interop.io import read_config_file, read_weights, unwrap_checkpoint
 from elit.model import ELITModel, ModelConfig
 
 REFERENCE = {"repo": "baofff/U-ViT", "commit": "ce55170", "class": "libs.uvit.UViT"}
@@ -103,7 +104,7 @@ def convert(weights, config=None, preset: str | None = None) -> ELITModel:
     cfg = ModelConfig.from_dict(model_config(kw))
     if isinstance(weights, (str, pathlib.Path)):
         state, info = read_weights(weights)
-        info["sha256"] = sha256(weights)
+        info["sha256"] = file_sha256(weights)
     else:
         state, info = unwrap_checkpoint(weights)
     half = kw["depth"] // 2

@@ -14,7 +14,6 @@ grid, the .npz) so that `elit fid DIR` skips them. Hence:
 """
 from __future__ import annotations
 
-import hashlib
 import pathlib
 import re
 import shutil
@@ -34,14 +33,6 @@ def png_name(seed: int) -> str:
 
 def seed_files(seed: int, suffixes=IMAGE_FILES) -> list[str]:
     return [f"{seed:06d}{s}" for s in suffixes]
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_record(folder) -> dict | None:
