@@ -324,10 +324,21 @@ def compute_flops() -> dict:
         gflops = analytic_gflops(elastic, fraction)
         qwen["rows"].append({"fraction": fraction, "gflops": gflops, "pass_vs_original": gflops / original,
                              "ccfg_step_vs_original_cfg": (gflops + weak) / (2 * original), "paper": paper})
+    # FLUX.1-dev at 1024px: 19 double + 38 single blocks, 512 T5 tokens, guidance-distilled (one pass a step).
+    from elit.model.backbones import FluxArgs
+    plain = ModelConfig(backbone=FluxArgs(input_size=128, text_tokens=512, guidance_embeds=True))
+    elastic = plain.override(elit=True, head_depth=8, tail_depth=8, window=[window, window], latent_pos="tokens",
+                             min_budget=J // 8)
+    original = analytic_gflops(plain)
+    flux = {"window": window, "latents_per_window": J, "text_tokens": 512, "head_depth": 8, "tail_depth": 8,
+            "original_gflops": original, "rows": []}
+    for fraction in (1.0, 0.5, 0.25, 0.125):
+        gflops = analytic_gflops(elastic, fraction)
+        flux["rows"].append({"fraction": fraction, "gflops": gflops, "pass_vs_original": gflops / original})
     return {"source": {"computed": True, "command": "python scripts/docs_tables.py --flops",
                        "how": "elit.cost.analytic_gflops and elit.sampling.sampling_gflops: analytic FLOPs "
                               "(2 x multiply-adds) per image, batch 1, no weights"},
-            "presets": presets, "sampling": sampling, "qwen-image": qwen}
+            "presets": presets, "sampling": sampling, "qwen-image": qwen, "flux": flux}
 
 
 def model_flops(data: dict) -> str:
@@ -360,6 +371,15 @@ def qwen_flops(data: dict) -> str:
                   "CCFG step vs original CFG", "paper (Table 3)"], rows)
 
 
+def flux_flops(data: dict) -> str:
+    f = data["flux"]
+    rows = [[f"{100 * r['fraction']:g}%" + (f" ({f['latents_per_window']}/window)" if r["fraction"] == 1 else ""),
+             f"{r['gflops']:,.0f}", f"{r['pass_vs_original']:.3f}"] for r in f["rows"]]
+    rows.append(["original", f"{f['original_gflops']:,.0f}", 1])
+    w = f["window"]
+    return table(["image tokens kept", f"GFLOPs per pass ({w}x{w} windows)", "pass vs original"], rows)
+
+
 # ----------------------------------------------------------------------------- docs/training.md
 def objective_parity(data: dict) -> str:
     """benchmarks/peer_codes.py --only objective, one row per model size and budget."""
@@ -382,7 +402,7 @@ DOCS = {
     "docs/metrics.md": [("feature-timing", "docs/metrics-timing.json", feature_timing)],
     "docs/model.md": [("flops", FLOPS, model_flops)],
     "docs/sampling.md": [("sampling-flops", FLOPS, sampling_flops)],
-    "docs/text-to-image.md": [("qwen-image-flops", FLOPS, qwen_flops)],
+    "docs/text-to-image.md": [("qwen-image-flops", FLOPS, qwen_flops), ("flux-flops", FLOPS, flux_flops)],
     "docs/performance.md": [("forward-budgets", PERF, forward_budgets), ("compile-cpu", PERF, compile_cpu),
                             ("peers-summary", PEERS, peers_summary)],
     "docs/performance-peers.md": [("peers-final", PEERS, peers_final),

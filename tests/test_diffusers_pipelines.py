@@ -7,8 +7,9 @@ import pytest
 import torch
 
 pytest.importorskip("transformers")   # diffusers' pipelines import it
-from diffusers import (FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel,  # noqa: E402
-                       SD3Transformer2DModel, StableDiffusion3Pipeline)
+from diffusers import (FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel,  # noqa: E402
+                       QwenImagePipeline, QwenImageTransformer2DModel, SD3Transformer2DModel,
+                       StableDiffusion3Pipeline)
 
 from backbone_suite import randomize_  # noqa: E402
 from elit.interop.diffusers import make_elastic  # noqa: E402
@@ -27,6 +28,14 @@ def sd3():
                                             attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
                                             joint_attention_dim=16, pooled_projection_dim=24, out_channels=3,
                                             pos_embed_max_size=16)).eval()
+
+
+def flux():
+    torch.manual_seed(0)
+    return randomize_(FluxTransformer2DModel(patch_size=1, in_channels=12, out_channels=12, num_layers=2,
+                                             num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+                                             joint_attention_dim=16, pooled_projection_dim=24, guidance_embeds=True,
+                                             axes_dims_rope=(4, 6, 6))).eval()
 
 
 def record_budgets(elastic):
@@ -122,3 +131,30 @@ def test_elit_sample_refuses_a_text_model_before_writing(tmp_path, capsys):
     rc = main(["sample", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o"), "--steps", "1"])
     assert rc == 2 and "text-to-image model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def flux_call(pipe, kwargs):
+    e = torch.Generator().manual_seed(5)
+    return pipe(prompt_embeds=torch.randn(1, 6, 16, generator=e), pooled_prompt_embeds=torch.randn(1, 24, generator=e),
+                negative_prompt_embeds=torch.randn(1, 6, 16, generator=e),
+                negative_pooled_prompt_embeds=torch.randn(1, 24, generator=e), true_cfg_scale=2.0, guidance_scale=3.5,
+                height=128, width=128, num_inference_steps=2, output_type="latent", joint_attention_kwargs=kwargs,
+                generator=torch.Generator().manual_seed(0)).images
+
+
+def test_flux_pipeline_runs_its_passes_at_their_budgets():
+    tr = flux()
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+                        text_encoder_2=None, tokenizer_2=None, transformer=tr)
+    reference = flux_call(pipe, None)
+    elastic = make_elastic(tr, head_depth=1, tail_depth=1, window=(4, 4), input_size=16, text_tokens=6)
+    pipe.transformer = elastic
+    calls = record_budgets(elastic)
+    kwargs = {"elit_budget": 8, "elit_uncond_budget": 2}
+    low = flux_call(pipe, kwargs)
+    assert kwargs == {"elit_budget": 8, "elit_uncond_budget": 2}
+    assert calls == [("cond", 1, 8), ("uncond", 1, 2)] * 2
+    assert low.shape == reference.shape and torch.isfinite(low).all()
+    assert (flux_call(pipe, {"elit_budget": 16, "elit_uncond_budget": 16}) - low).abs().max() > 1e-3
+    pipe.transformer = make_elastic(tr, elit=False, input_size=16, text_tokens=6)
+    assert torch.equal(flux_call(pipe, {}), reference)

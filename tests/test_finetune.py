@@ -1,10 +1,10 @@
-"""elit finetune: a pretrained model -> ELIT by distillation, from a diffusers Qwen-Image folder and
-from a converted (epsilon-prediction) DiT checkpoint."""
+"""elit finetune: a pretrained model -> ELIT by distillation, from a diffusers Qwen-Image, SD3 or FLUX
+folder and from a converted (epsilon-prediction) DiT checkpoint."""
 import json
 
 import pytest
 import torch
-from diffusers import QwenImageTransformer2DModel
+from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel, SD3Transformer2DModel
 from safetensors.torch import load_file
 
 import elit
@@ -204,3 +204,37 @@ def test_a_run_folder_keeps_its_teacher(qwen_teacher, tmp_path, capsys):
     assert main(["finetune", "--teacher", str(qwen_teacher / "teacher"), "--config", str(qwen_teacher / "ft.yaml"),
                  "--out", str(out)]) == 2
     assert "fine-tunes teacher /elsewhere/teacher" in capsys.readouterr().err
+
+
+POOLED_TEACHERS = {   # teachers that take a pooled text vector and no text mask; tiny, 3 latent channels
+    "sd3": lambda: SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=3, num_layers=4, attention_head_dim=8,
+                                         num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=16,
+                                         pooled_projection_dim=24, out_channels=3, pos_embed_max_size=16),
+    "flux": lambda: FluxTransformer2DModel(patch_size=1, in_channels=12, out_channels=12, num_layers=2,
+                                           num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+                                           joint_attention_dim=16, pooled_projection_dim=24, guidance_embeds=True,
+                                           axes_dims_rope=(4, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(POOLED_TEACHERS))
+def test_sd3_and_flux_teachers_finetune_into_elastic_models(kind, tmp_path):
+    """`elit finetune --teacher` a diffusers SD3 / FLUX folder: the student learns at every budget it
+    draws, the export loads, and make_elastic wraps it for the model's own pipeline."""
+    torch.manual_seed(0)
+    randomize_(POOLED_TEACHERS[kind]()).save_pretrained(tmp_path / "teacher")
+    g = torch.Generator().manual_seed(0)
+    write_text_latents(tmp_path / "data", torch.randn(32, 3, 16, 16, generator=g), torch.arange(32) % 4,
+                       torch.randn(4, TEXT, 16, generator=g), torch.ones(4, TEXT, dtype=torch.bool), list("abcd"),
+                       pooled=torch.randn(4, 24, generator=g))
+    (tmp_path / "ft.yaml").write_text(FINETUNE.replace("DATA", str(tmp_path / "data")))
+    out = tmp_path / "run"
+    assert main(["finetune", "--teacher", str(tmp_path / "teacher"), "--config", str(tmp_path / "ft.yaml"),
+                 "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 4 and all(r["loss_distill"] > 0 for r in records)
+    student = elit.load_pretrained(out / "model")
+    assert type(student.config.backbone).name == kind and student.budgets == list(range(2, 17))
+    assert student.config.interface.latent_pos == "tokens"          # the pretrained default
+    elastic = elit.make_elastic(student)
+    assert elastic.transformer.__class__.__name__ == POOLED_TEACHERS[kind]().__class__.__name__

@@ -38,7 +38,6 @@ from elit.train import distributed as D
 from elit.train.config import SECTIONS, RunConfig, apply_overrides, check_settings, list_presets, read_yaml
 from elit.train.trainer import Trainer
 
-DIFFUSERS_CLASSES = ("QwenImageTransformer2DModel", "SD3Transformer2DModel")
 # Apart from the training presets (elit/configs/*.yaml): a fine-tuning config has other sections.
 _FINETUNE_PRESETS = resources.files("elit") / "configs" / "finetune"
 
@@ -62,13 +61,19 @@ def teacher_kind(path) -> str:
     if meta is None:
         raise MissingInputError(f"teacher {path} is not a model folder (no config.json): give a local diffusers "
                                 f"transformer folder or an elit model folder")
-    if isinstance(meta, dict) and meta.get("_class_name") in DIFFUSERS_CLASSES:
+    if isinstance(meta, dict) and meta.get("_class_name") in diffusers_classes():
         return "diffusers"
     if isinstance(meta, dict) and str(meta.get("format", "")).startswith("elit-model/"):
         return "elit"
     name = meta.get("_class_name") if isinstance(meta, dict) else None
     raise UserError(f"teacher {path}: {'a diffusers ' + name if name else 'an unknown model'}; supported: "
-                    f"diffusers {', '.join(DIFFUSERS_CLASSES)} folders and elit model folders")
+                    f"diffusers {', '.join(diffusers_classes())} folders and elit model folders")
+
+
+def diffusers_classes() -> list[str]:
+    """The diffusers transformers an adapter wraps (the backbone registry says which)."""
+    from elit.model.backbones import BACKBONES
+    return sorted(a.diffusers_class for a in BACKBONES.values() if getattr(a, "diffusers_class", ""))
 
 
 def teacher_config(path, input_size: int | None = None, text_tokens: int | None = None) -> ModelConfig:

@@ -313,9 +313,12 @@ class Trainer:
         return path
 
     def ema_model(self, ema_state: dict) -> ELITModel:
+        """The model with the EMA weights; persistent buffers, which the EMA does not average (SD3's
+        sin-cos table), come from the trained model."""
         with torch.device("meta"):
             model = ELITModel(self.cfg.model)
-        model.load_state_dict(ema_state, assign=True)
+        buffers = {k: v.detach() for k, v in self.model.state_dict().items() if k not in ema_state}
+        model.load_state_dict({**buffers, **ema_state}, assign=True)
         return model.to(self.env.device).eval()
 
     def run(self) -> dict:
