@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 
-from elit._lock import exclusive_output
+from elit._output import guarded_output
 from elit.cli._args import integer, output_file, resolve_device
 from elit.errors import UserError
 
@@ -62,7 +62,7 @@ def _parse_list(text: str, cast, what: str) -> list:
 
 def run(args) -> int:
     from elit.eval.report import format_table, plot_quality_vs_gflops
-    from elit.eval.sweep import run_sweep, sweep_settings
+    from elit.eval.sweep import read_rows, run_sweep, sweep_settings
     from elit.hub import load_pretrained
     from elit.sampling.distributed import Shards
 
@@ -71,6 +71,8 @@ def run(args) -> int:
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path and shards.is_main:
             output_file(path, flag)
+    if args.json and shards.is_main:
+        read_rows(args.json)   # someone else's file is refused now, not after the models are loaded
     models = {}
     for spec in args.model:
         label, _, path = spec.rpartition("=") if "=" in spec else (None, None, spec)
@@ -105,7 +107,8 @@ def run(args) -> int:
         decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=device))
     with contextlib.ExitStack() as stack:   # one sweep per rows file (it is resumed and rewritten)
         if args.json and shards.is_main:
-            stack.enter_context(exclusive_output(args.json, "elit eval"))
+            stack.enter_context(guarded_output(args.json, "elit eval", kind="file", flag="--json",
+                                               ours=lambda path, _: read_rows(path)))
         rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
                          ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
                          seed_start=args.seed_start, fd_method=args.fd_method, decode=decode, ref_num=args.ref_num,

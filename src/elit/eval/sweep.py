@@ -115,6 +115,24 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
     return row
 
 
+def read_rows(path) -> list[dict]:
+    """The rows a sweep saved to `path` ([] if there is no file); a UserError if the file holds
+    anything else (an image, someone's JSON, a truncated file), which a sweep must not overwrite."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return []
+    fix = "choose another --json file, or move that one"
+    try:
+        rows = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"--json {path} exists and is not JSON ({type(e).__name__}); elit eval writes and resumes "
+                        f"its own rows file: {fix}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in ROW_KEYS) for r in rows):
+        raise UserError(f"--json {path} holds JSON that is not elit eval's rows (a list of rows with "
+                        f"{', '.join(ROW_KEYS[:3])}, ...); {fix}")
+    return rows
+
+
 def row_key(row: dict) -> tuple:
     """What makes two rows the same measurement (resuming skips a row whose key is saved)."""
     return tuple(row.get(k) for k in ROW_KEYS)
@@ -161,7 +179,7 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     refs = reference_stats(ref, extractors, need_features=need, batch_size=batch_size, progress=progress)[0] \
         if nets else {}
     path = pathlib.Path(json_path) if json_path else None
-    rows = json.loads(path.read_text()) if path and path.is_file() else []
+    rows = read_rows(path) if path else []
     # A saved row counts as done only if it carries every metric asked for now; others are redone.
     rows = [r for r in rows if all(r.get(m) is not None for m in metrics)]
     done = {row_key(r) for r in rows}
