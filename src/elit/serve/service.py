@@ -95,8 +95,9 @@ class ModelService:
             raise FieldError("budget", f"{budget} is out of range: this model takes {valid}; or give deadline_ms")
         if req.deadline_ms is not None and not (math.isfinite(req.deadline_ms) and 0 < req.deadline_ms <= lim.max_deadline_ms):
             raise FieldError("deadline_ms", f"must be a number in (0, {lim.max_deadline_ms:g}], got {req.deadline_ms}")
-        if req.scale is not None and not math.isfinite(req.scale):
-            raise FieldError("scale", f"must be a finite number (lambda, 0 = no guidance), got {req.scale}")
+        if req.scale is not None and not (math.isfinite(req.scale) and 0 <= req.scale <= lim.max_scale):
+            raise FieldError("scale", f"must lie in [0, {lim.max_scale:g}] (lambda: 0 = no guidance, w = 1 + lambda; "
+                                      f"this server's cap), got {req.scale:g}")
         if req.weak_budget is not None and req.weak_budget not in self.budgets:
             raise FieldError("weak_budget", f"{req.weak_budget} is not a budget of this model ({self.budgets})")
         seeds = list(range(req.seed, req.seed + req.num_images))
