@@ -252,11 +252,19 @@ class FinetuneTrainer(Trainer):
 
 def finetune(cfg: RunConfig, ft: FinetuneSettings, out) -> dict:
     """Fine-tune (or resume) the run in folder `out`; returns what `elit.train.train` returns."""
+    import contextlib
     import gc
+
+    from elit._lock import exclusive_output
+    from elit.train.run_folder import check_run_folder
     env = D.init_distributed(cfg.system.device)
     try:
-        trainer = FinetuneTrainer(cfg, ft, out, env)
-        result = trainer.run()
+        with contextlib.ExitStack() as stack:
+            if env.is_main:   # as elit train: one process per run folder, someone else's folder refused
+                stack.enter_context(exclusive_output(out, "elit finetune"))
+                check_run_folder(out, cfg.to_dict())
+            trainer = FinetuneTrainer(cfg, ft, out, env)
+            result = trainer.run()
     except BaseException:
         D.abort()
         raise
