@@ -25,7 +25,11 @@ from elit.errors import UserError
 
 
 def check_kind(path: pathlib.Path, kind: str, flag: str = "--out", suffix: str | None = None) -> None:
-    """Refuse a folder where a file is written, a file where a folder is, a file without its suffix."""
+    """Refuse a folder where a file is written, a file where a folder is, a file without its suffix,
+    and a path under a file (afile/out)."""
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"{flag} {path}: {above} is a file, so nothing can be written under it; choose another {flag}")
     if kind == "file":
         if path.is_dir():
             example = f" (e.g. {path / ('out' + suffix)})" if suffix else ""

@@ -61,7 +61,7 @@ def _parse_list(text: str, cast, what: str) -> list:
 
 
 def run(args) -> int:
-    from elit.eval.report import format_table, plot_quality_vs_gflops
+    from elit.eval.report import check_plot_out, format_table, plot_quality_vs_gflops
     from elit.eval.sweep import read_rows, run_sweep, sweep_settings
     from elit.hub import load_pretrained
     from elit.sampling.distributed import Shards
@@ -73,6 +73,8 @@ def run(args) -> int:
             output_file(path, flag)
     if args.json and shards.is_main:
         read_rows(args.json)   # someone else's file is refused now, not after the models are loaded
+    if args.plot and shards.is_main and pathlib.Path(args.plot).exists():
+        check_plot_out(args.plot)
     models = {}
     for spec in args.model:
         label, _, path = spec.rpartition("=") if "=" in spec else (None, None, spec)
@@ -109,6 +111,8 @@ def run(args) -> int:
         if args.json and shards.is_main:
             stack.enter_context(guarded_output(args.json, "elit eval", kind="file", flag="--json",
                                                ours=lambda path, _: read_rows(path)))
+        if args.plot and shards.is_main:
+            stack.enter_context(guarded_output(args.plot, "elit eval", kind="file", flag="--plot", ours=check_plot_out))
         rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
                          ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
                          seed_start=args.seed_start, fd_method=args.fd_method, decode=decode, ref_num=args.ref_num,
