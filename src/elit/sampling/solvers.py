@@ -41,6 +41,8 @@ def parse_seeds(seeds) -> list[int]:
                 first, last = int(lo), int(hi) if dash else int(lo)
             except ValueError:
                 raise UserError(f"cannot read seeds {seeds!r}: use e.g. '0-63' or '0-9,20,30-32'") from None
+            if min(first, last) < 0:   # "0--3": a hint to swap the ends would name a negative seed
+                raise UserError(f"seeds must be non-negative, got {part.strip()!r}")
             if last < first:
                 raise UserError(f"seed range {part.strip()!r} is empty: write the smaller seed first, "
                                 f"e.g. '{last}-{first}'")
