@@ -183,9 +183,10 @@ def test_malformed_oversized_and_unauthorised_requests_then_the_server_still_ser
     assert client.get("/nowhere").json()["error"]["message"] == "Not Found"
 
 
-def test_deep_or_infinite_json_is_a_4xx_not_a_500(client):
+def test_deep_infinite_or_repeated_json_is_a_4xx_not_a_500(client):
     for content, status in ((b"[" * 4000 + b"]" * 4000, 400), (b'{"seed": ' + b"[" * 4000 + b"]" * 4000 + b"}", 400),
-                            (b'{"label": "[[[[[[[[[[[[[[[[[["}', 422), (b'{"deadline_ms": 1e400}', 422)):
+                            (b'{"label": "[[[[[[[[[[[[[[[[[["}', 422), (b'{"deadline_ms": 1e400}', 422),
+                            (b'{"seed": 1, "seed": 2}', 400)):   # a repeated field: which one counts is refused
         r = client.post("/v1/images", content=content)
         assert r.status_code == status, (content[:20], r.text)
     assert client.post("/v1/images", json={"seed": 1}).status_code == 200

@@ -68,6 +68,15 @@ def _no_constants(name):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def _unique_fields(pairs):
+    """An object whose field repeats is refused: which value counts would be the parser's choice."""
+    names = [k for k, _ in pairs]
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:
+        raise ValueError(f"field {twice[0]!r} is given twice; give it once")
+    return dict(pairs)
+
+
 def create_app(services, *, api_key: str | None = None, metrics: ServeMetrics | None = None,
                manage_workers: bool = True) -> FastAPI:
     """`services`: ModelService objects (the first is the default model). With `manage_workers` the
@@ -123,7 +132,7 @@ def create_app(services, *, api_key: str | None = None, metrics: ServeMetrics | 
                 raise FieldError("body", f"JSON nested more than {MAX_NESTING} levels deep; the request is one "
                                          f"object of fields", 400)
             try:
-                data = json.loads(body or b"null", parse_constant=_no_constants)
+                data = json.loads(body or b"null", parse_constant=_no_constants, object_pairs_hook=_unique_fields)
             except (ValueError, UnicodeDecodeError, RecursionError) as e:
                 raise FieldError("body", f"malformed JSON: {e}", 400) from None
             req = parse_request(data)

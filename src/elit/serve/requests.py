@@ -81,6 +81,12 @@ _TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "float_
                "finite_number": "a finite number", "string_type": "a string"}
 
 
+# fields of two types: the error names both, not the one pydantic tried first
+_FIELD_WORDS = {"budget": 'an integer (latents per group) or "full"', "label": "a class id (an integer) or a class name"}
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null (or an empty body)"}
+
+
 def nesting_depth(body: bytes) -> int:
     """How deeply the JSON text nests arrays and objects (brackets inside strings do not count);
     counted without recursion, so no body can exhaust the parser's stack."""
@@ -102,7 +108,7 @@ def nesting_depth(body: bytes) -> int:
 def parse_request(data) -> ImageRequest:
     """A parsed body, or the FieldError of its first bad field."""
     if not isinstance(data, dict):
-        raise FieldError("body", f"must be a JSON object, got {type(data).__name__}", 400)
+        raise FieldError("body", f"must be a JSON object, got {_JSON_NAMES.get(type(data), type(data).__name__)}", 400)
     try:
         req = ImageRequest.model_validate(data)
     except ValidationError as e:
@@ -114,10 +120,12 @@ def parse_request(data) -> ImageRequest:
             return_fix = f"unknown field; known fields: {', '.join(ImageRequest.model_fields)}"
             raise FieldError(field, return_fix) from None
         got = first.get("input")
-        expected = _TYPE_WORDS.get(first["type"])
+        expected = _FIELD_WORDS.get(field) or _TYPE_WORDS.get(first["type"])
         if expected:   # strict types: "500" and true are not numbers, 2.0 is not an integer
             note = {str: " (a JSON string: send the number itself)", bool: " (true/false is not a number)"}
-            raise FieldError(field, f"must be {expected}, got {got!r}{note.get(type(got), '')}") from None
+            numeric = field not in _FIELD_WORDS or isinstance(got, bool)
+            raise FieldError(field, f"must be {expected}, got {got!r}" + (note.get(type(got), "") if numeric else "")) \
+                from None
         raise FieldError(field, f"{first['msg']} (got {got!r})") from None
     if req.guidance == "none" and req.weak_budget is not None:   # else echoed although no weak pass runs
         raise FieldError("weak_budget", "no weak pass runs with guidance \"none\"; give guidance ccfg or ag, "

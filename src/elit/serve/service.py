@@ -116,8 +116,15 @@ class ModelService:
     def run_batch(self, settings: Settings, option: Option, seeds, labels):
         from elit.sampling import sample_batch
         from elit.viz import to_uint8
+        import torch
         images = sample_batch(self.model, seeds, labels, self.ladder.plan(settings, option))
-        return to_uint8(self.decode(images) if self.decode is not None else images)
+        images = self.decode(images) if self.decode is not None else images
+        if not bool(torch.isfinite(images).all()):   # else to_uint8 draws NaN as an all-black PNG, answered 200
+            if settings.guidance != "none" and settings.scale:
+                raise FieldError("scale", f"the guided samples overflowed to NaN/Inf at scale {settings.scale:g}; "
+                                          f"use a smaller scale")
+            raise RuntimeError("the model produced NaN/Inf samples: its weights are broken or overflow")
+        return to_uint8(images)
 
     # ------------------------------------------------------------------ what /v1/models says
     def option(self, guidance: str, budget, steps: int | None = None) -> Option | None:
