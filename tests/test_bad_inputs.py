@@ -82,6 +82,8 @@ CLI_CASES = [
     ("sample --model tiny --out s --weak-budget 1", "with guidance mode 'none'", None),
     ("sample --model tiny --out s --seeds 0-99999999999", "at most 1,000,000", None),
     ("sample --model tiny --out /proc/self", "cannot write /proc/self", None),
+    ("sample --model tiny --out afile/s", "afile is a file", None),
+    ("sample --model tiny --out s --seeds 0--3", "non-negative", None),
     ("sample --model huge --out s --steps 1 --seeds 0", "NaN/Inf samples", None),   # and no folder left behind
     # ---- elit fid / elit ref
     ("fid imgs imgs --num -5 --metric-net fmnist", "must be >= 1", None),
@@ -113,6 +115,7 @@ CLI_CASES = [
     ("flops --model ELIT-DiT-Q/2", "neither a model preset", None),
     ("flops --model DiT-S/2 --budgets 1", "no latent interface", None),
     ("flops --model ELIT-DiT-S/2 --input-size 7", "not divisible by patch_size", None),
+    ("flops --model ELIT-DiT-S/2 --steps 4 --weak-budget 1", "with guidance mode 'none'", None),
     # ---- elit train
     (f"train --out r --max-steps 2 {TINY_TRAIN} system.threads=-3", "system.threads must be >= 0", None),
     (f"train --out r --max-steps 2 {TINY_TRAIN} train.grad_clip=-1", "train.grad_clip must be >= 0", None),
@@ -156,6 +159,8 @@ CLI_CASES = [
     ("finetune --teacher tiny --config nope --out r", "fine-tuning presets", None),
     ("finetune --teacher badteacher --config fmnist-t2i --out r", "lacks 'patch_size'", None),
     ("finetune --teacher plaindit --config fmnist-elit-dit --out r", "the teacher fixes the backbone", None),
+    ("finetune --teacher plaindit --config fmnist-elit-dit --out foreign model.hidden_size=32 model.depth=3 "
+     "model.num_heads=2", "not an elit run folder", None),
     ("train --config badyaml.yaml --out r", "not valid YAML", None),
     (f"train --out r --max-steps 2 {TINY_TRAIN} model.in_channels=3", "set model.in_channels=1", NEEDS_DATA),
     (f"train --out r --max-steps 2 {TINY_TRAIN} model.window=[3,3]", "do not divide", None),
@@ -184,6 +189,7 @@ CLI_CASES = [
     ("eval --model tiny --ref imgs --json imgs/0.png", "is not JSON", None),
     ("eval --model tiny --ref imgs --json user.json", "not elit eval's rows", None),
     ("eval --model tiny --ref imgs --json trunc.json", "is not JSON", None),
+    ("eval --model tiny --ref imgs --plot imgs/0.png", "not a plot elit eval drew", None),
     # ---- elit convert
     ("convert --weights w.pt --preset DiT-S/2 --out c", "--from is required", None),
     ("convert --from dit --weights w.pt --out c", "one of --config FILE or --preset NAME", None),
@@ -206,12 +212,14 @@ CLI_CASES = [
     ("plan --model tiny --target-gflops -1", "must be > 0", None),
     ("plan --model tiny --target-gflops 1 --reference-steps 0", "must be >= 1", None),
     ("plan --model tiny", "one of the arguments --target-gflops --target-seconds is required", None),
+    ("plan --model tiny --target-gflops 1 --save-table user.json", "not a planner table", None),
     ("extract-latents --vae v --data imgs --out lat --batch-size 0", "must be >= 1", None),
     ("extract-latents --vae v --data imgs --out lat --device tpu", "not a device", None),
     ("extract-latents --vae v --data imgs --out afile", "is a file", None),
     ("train-classifier --out adir", "is a folder", None),
     ("train-classifier --out c.pt", "must end in .safetensors", None),
     ("train-classifier --out c.safetensors --epochs 0", "must be >= 1", None),
+    ("train-classifier --out tiny/model.safetensors", "not a classifier", None),
     ("bogus", "unknown command", None),
 ]
 
@@ -230,6 +238,8 @@ HTTP_CASES = [
     ('{"weak_budget": 1}', {"weak_budget": 1}, 422, "weak_budget"),
     ('{"weak_budget": 1, "deadline_ms": 1000}', {"weak_budget": 1, "deadline_ms": 1000}, 422, "weak_budget"),
     ('{"steps": 2.0}', {"steps": 2.0}, 422, "steps"),
+    ('{"budget": "FULL"}', {"budget": "FULL"}, 422, "budget"),
+    ('{"seed": 1, "seed": 2}', b'{"seed": 1, "seed": 2}', 400, "body"),
     ('{"seed": [[[... 4,000 nested brackets ...]]]}', b'{"seed": ' + b"[" * 4000 + b"]" * 4000 + b"}", 400, "body"),
     ('[[[... 4,000 nested brackets ...]]]', b"[" * 4000 + b"]" * 4000, 400, "body"),
 ]
