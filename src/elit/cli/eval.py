@@ -75,10 +75,16 @@ def run(args) -> int:
         read_rows(args.json)   # someone else's file is refused now, not after the models are loaded
     if args.plot and shards.is_main and pathlib.Path(args.plot).exists():
         check_plot_out(args.plot)
-    models = {}
+    from elit.hub import WEIGHTS_NAME
+    from elit.sampling.folder import file_sha256
+    models, fingerprints = {}, {}
     for spec in args.model:
         label, _, path = spec.rpartition("=") if "=" in spec else (None, None, spec)
-        models[label or pathlib.Path(path).name] = load_pretrained(path, device=device)
+        label = label or pathlib.Path(path).name
+        if label in models:   # runs/a/model and runs/b/model: both "model", and one row key
+            raise UserError(f"two models are named {label!r}; name them with LABEL=DIR")
+        models[label] = load_pretrained(path, device=device)
+        fingerprints[label] = file_sha256(pathlib.Path(path) / WEIGHTS_NAME) if args.json else None
     guidances = _parse_list(args.guidance, str, "guidance")
     bad = [g for g in guidances if g not in ("none", "cfg", "ccfg", "ag")]
     if bad:
@@ -116,7 +122,7 @@ def run(args) -> int:
         rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
                          ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
                          seed_start=args.seed_start, fd_method=args.fd_method, decode=decode, ref_num=args.ref_num,
-                         i3d_weights=args.i3d_weights, shards=shards)
+                         i3d_weights=args.i3d_weights, shards=shards, fingerprints=fingerprints)
     if not shards.is_main:
         return 0
     print(format_table(rows, metrics))
