@@ -190,6 +190,8 @@ CLI_CASES = [
     ("eval --model tiny --ref imgs --json user.json", "not elit eval's rows", None),
     ("eval --model tiny --ref imgs --json trunc.json", "is not JSON", None),
     ("eval --model tiny --ref imgs --plot imgs/0.png", "not a plot elit eval drew", None),
+    ("eval --model tiny --ref imgs --num 3 --metrics fd_fmnist --json rows.json", "num: 2 -> 3", None),
+    ("eval --model tiny --model ./tiny --ref imgs", "two models are named 'tiny'", None),
     # ---- elit convert
     ("convert --weights w.pt --preset DiT-S/2 --out c", "--from is required", None),
     ("convert --from dit --weights w.pt --out c", "one of --config FILE or --preset NAME", None),
@@ -338,6 +340,9 @@ def build_world(root: pathlib.Path) -> None:
     np.savez(root / "user.npz", weights=np.ones(3))
     (root / "user.json").write_text('{"my": "notes"}\n')
     (root / "trunc.json").write_text('[{"model": "tiny", "latents_per_group": ')
+    (root / "rows.json").write_text(json.dumps([{   # a row elit eval saved with --num 2
+        "model": "tiny", "latents_per_group": 4, "guidance": "none", "scale": 0.0, "weak_budget": None, "steps": 40,
+        "sampler": "euler", "fd_fmnist": 1.0, "protocols": {}, "num": 2, "seed_start": 0, "ref": "imgs"}]))
     huge = tiny_model()   # finite weights whose samples overflow to NaN/Inf
     with torch.no_grad():
         for p in huge.parameters():
