@@ -104,7 +104,7 @@ def list_presets() -> list[str]:
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
-    pass
+    """A YAML mapping that sets one key twice (the message names it and both lines)."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
