@@ -79,6 +79,12 @@ CLI_CASES = [
     ("sample --model tiny --out foreign", "did not write", None),
     ("sample --model tiny --out samples-b2 --budget 4", "holds samples of other settings", None),
     ("sample --model tiny --out unfinished --steps 1 --seeds 0-1 --labels 3", "was sampled with label", None),
+    ("sample --model tiny --out s --weak-budget 1", "with guidance mode 'none'", None),
+    ("sample --model tiny --out s --seeds 0-99999999999", "at most 1,000,000", None),
+    ("sample --model tiny --out /proc/self", "cannot write /proc/self", None),
+    ("sample --model tiny --out afile/s", "afile is a file", None),
+    ("sample --model tiny --out s --seeds 0--3", "non-negative", None),
+    ("sample --model huge --out s --steps 1 --seeds 0", "NaN/Inf samples", None),   # and no folder left behind
     # ---- elit fid / elit ref
     ("fid imgs imgs --num -5 --metric-net fmnist", "must be >= 1", None),
     ("fid imgs imgs --batch-size 0 --metric-net fmnist", "must be >= 1", None),
@@ -97,6 +103,9 @@ CLI_CASES = [
     ("ref --data imgs --out r.npz --num -18 --metric-net fmnist", "must be >= 1", None),
     ("ref --data missing --out r.npz --metric-net fmnist --quiet", "not an image folder", None),
     ("ref --data fmnist-valid --out r.npz --metric-net fmnist --quiet", "fmnist-test", None),
+    ("ref --data imgs --out adm.npz --metric-net fmnist --quiet", "not reference statistics", None),
+    ("ref --data imgs --out user.npz --metric-net fmnist --quiet", "not reference statistics", None),
+    ("ref --data imgs --out garbage.npz --metric-net fmnist --quiet", "not an .npz archive", None),
     # ---- elit flops
     ("flops --model ELIT-DiT-S/2 --input-size -32", "must be >= 1", None),
     ("flops --model ELIT-DiT-S/2 --input-size 0", "must be >= 1", None),
@@ -106,6 +115,7 @@ CLI_CASES = [
     ("flops --model ELIT-DiT-Q/2", "neither a model preset", None),
     ("flops --model DiT-S/2 --budgets 1", "no latent interface", None),
     ("flops --model ELIT-DiT-S/2 --input-size 7", "not divisible by patch_size", None),
+    ("flops --model ELIT-DiT-S/2 --steps 4 --weak-budget 1", "with guidance mode 'none'", None),
     # ---- elit train
     (f"train --out r --max-steps 2 {TINY_TRAIN} system.threads=-3", "system.threads must be >= 0", None),
     (f"train --out r --max-steps 2 {TINY_TRAIN} train.grad_clip=-1", "train.grad_clip must be >= 0", None),
@@ -139,10 +149,18 @@ CLI_CASES = [
     (f"train --out r --max-steps 2 {TINY_TRAIN} optim.lr=1", "unknown config section", None),
     (f"train --out r --max-steps 2 {TINY_TRAIN} lr=1", "must look like section.key=value", None),
     ("train --config nope --out r", "neither a file nor a built-in preset", None),
+    ("train --config dupkey.yaml --out r", "set twice in one mapping", None),
+    (f"train --out r --max-steps 5 {TINY_TRAIN} train.max_steps=2.5", "is set twice (--max-steps 5", None),
+    (f"train --out r --max-steps 5 {TINY_TRAIN} train.max_steps=true", "is set twice (--max-steps 5", None),
+    (f"train --out r {TINY_TRAIN} train.max_steps=2.5 train.max_steps=5", "must be an integer, got 2.5", None),
     # ---- elit finetune
     ("finetune --config fmnist-t2i --out r", "no teacher", None),
     ("finetune --teacher nope --config fmnist-t2i --out r", "not a model folder", None),
     ("finetune --teacher tiny --config nope --out r", "fine-tuning presets", None),
+    ("finetune --teacher badteacher --config fmnist-t2i --out r", "lacks 'patch_size'", None),
+    ("finetune --teacher plaindit --config fmnist-elit-dit --out r", "the teacher fixes the backbone", None),
+    ("finetune --teacher plaindit --config fmnist-elit-dit --out foreign model.hidden_size=32 model.depth=3 "
+     "model.num_heads=2", "not an elit run folder", None),
     ("train --config badyaml.yaml --out r", "not valid YAML", None),
     (f"train --out r --max-steps 2 {TINY_TRAIN} model.in_channels=3", "set model.in_channels=1", NEEDS_DATA),
     (f"train --out r --max-steps 2 {TINY_TRAIN} model.window=[3,3]", "do not divide", None),
@@ -156,6 +174,8 @@ CLI_CASES = [
      NEEDS_DATA),
     (f"train --out brokenlog --max-steps 8 {TINY_TRAIN}", "log.jsonl line 1", NEEDS_DATA),
     (f"train --out corrupt --max-steps 8 {TINY_TRAIN}", "corrupt or truncated", NEEDS_DATA),
+    (f"train --out run5 --max-steps 3 {TINY_TRAIN}", "at step 5 already", NEEDS_DATA),
+    (f"train --out run5 --max-steps 8 {TINY_TRAIN} model.window=[2,2]", "window: [4, 4] -> [2, 2]", NEEDS_DATA),
     # ---- elit eval
     ("eval --model tiny --ref imgs --num 1", "must be >= 2", None),
     ("eval --model tiny --ref imgs --guidance best", "unknown guidance", None),
@@ -166,6 +186,12 @@ CLI_CASES = [
     ("eval --model tiny --ref imgs --seed-start -1", "must be >= 0", None),
     ("eval --model tiny --ref imgs --scales high", "comma-separated list", None),
     ("eval --model tiny --ref imgs --metrics fidd --num 2 --steps 1 --no-progress", "unknown metrics", None),
+    ("eval --model tiny --ref imgs --json imgs/0.png", "is not JSON", None),
+    ("eval --model tiny --ref imgs --json user.json", "not elit eval's rows", None),
+    ("eval --model tiny --ref imgs --json trunc.json", "is not JSON", None),
+    ("eval --model tiny --ref imgs --plot imgs/0.png", "not a plot elit eval drew", None),
+    ("eval --model tiny --ref imgs --num 3 --metrics fd_fmnist --json rows.json", "num: 2 -> 3", None),
+    ("eval --model tiny --model ./tiny --ref imgs", "two models are named 'tiny'", None),
     # ---- elit convert
     ("convert --weights w.pt --preset DiT-S/2 --out c", "--from is required", None),
     ("convert --from dit --weights w.pt --out c", "one of --config FILE or --preset NAME", None),
@@ -175,18 +201,51 @@ CLI_CASES = [
     ("convert --from dit --weights w.pt --preset DiT-Q/2 --out c", "DiT-Q/2", None),
     ("convert --from dit --weights w.pt --preset DiT-S/2 --out c --min-budget 0", "must be >= 1", None),
     ("convert --from sd --weights w.pt --preset DiT-S/2 --out c", "invalid choice", None),
+    ("convert --from dit --weights w.pt --preset DiT-S/2 --out tiny", "--overwrite", None),
+    ("convert --from authors-elit --weights nan.safetensors --config elitcfg.json --out c", "hold NaN/Inf", None),
+    ("convert --from dit --weights rand.pt --preset DiT-S/2 --out c", "not a PyTorch checkpoint", None),
+    ("convert --from dit --weights adir --preset DiT-S/2 --out c", "is a folder", None),
+    ("convert --from dit --weights w.pt --preset U-ViT-L/2 --out c", "use --from uvit", None),
+    # ---- elit serve (refused before a model is loaded or a port is opened)
+    ("serve --model tiny --host 0.0.0.0", "no API key is set", None),
+    ("serve --model tiny --api-key=", "API key is empty", None),
+    ("serve --model tiny --port 70000", "must be <= 65535", None),
     # ---- elit plan, extract-latents, train-classifier, elit itself
     ("plan --model tiny --target-gflops -1", "must be > 0", None),
     ("plan --model tiny --target-gflops 1 --reference-steps 0", "must be >= 1", None),
     ("plan --model tiny", "one of the arguments --target-gflops --target-seconds is required", None),
+    ("plan --model tiny --target-gflops 1 --save-table user.json", "not a planner table", None),
     ("extract-latents --vae v --data imgs --out lat --batch-size 0", "must be >= 1", None),
     ("extract-latents --vae v --data imgs --out lat --device tpu", "not a device", None),
     ("extract-latents --vae v --data imgs --out afile", "is a file", None),
     ("train-classifier --out adir", "is a folder", None),
     ("train-classifier --out c.pt", "must end in .safetensors", None),
     ("train-classifier --out c.safetensors --epochs 0", "must be >= 1", None),
+    ("train-classifier --out tiny/model.safetensors", "not a classifier", None),
     ("bogus", "unknown command", None),
 ]
+
+
+# (how the doc shows the body, the body: a JSON value or raw bytes, HTTP status, field): POST /v1/images
+# of a server of the tiny model (what `elit serve --model tiny` builds, with an API key).
+HTTP_CASES = [
+    ('{"deadline_ms": "500"}', {"deadline_ms": "500"}, 422, "deadline_ms"),
+    ('{"deadline_ms": "1e3"}', {"deadline_ms": "1e3"}, 422, "deadline_ms"),
+    ('{"deadline_ms": true}', {"deadline_ms": True}, 422, "deadline_ms"),
+    ('{"seed": 1e400}', b'{"seed": 1e400}', 422, "seed"),
+    ('{"guidance": "cfg", "scale": "2"}', {"guidance": "cfg", "scale": "2"}, 422, "scale"),
+    ('{"guidance": "cfg", "scale": 1e300}', {"guidance": "cfg", "scale": 1e300}, 422, "scale"),
+    ('{"guidance": "cfg", "scale": 1e308}', {"guidance": "cfg", "scale": 1e308}, 422, "scale"),
+    ('{"guidance": "cfg", "scale": -1}', {"guidance": "cfg", "scale": -1}, 422, "scale"),
+    ('{"weak_budget": 1}', {"weak_budget": 1}, 422, "weak_budget"),
+    ('{"weak_budget": 1, "deadline_ms": 1000}', {"weak_budget": 1, "deadline_ms": 1000}, 422, "weak_budget"),
+    ('{"steps": 2.0}', {"steps": 2.0}, 422, "steps"),
+    ('{"budget": "FULL"}', {"budget": "FULL"}, 422, "budget"),
+    ('{"seed": 1, "seed": 2}', b'{"seed": 1, "seed": 2}', 400, "body"),
+    ('{"seed": [[[... 4,000 nested brackets ...]]]}', b'{"seed": ' + b"[" * 4000 + b"]" * 4000 + b"}", 400, "body"),
+    ('[[[... 4,000 nested brackets ...]]]', b"[" * 4000 + b"]" * 4000, 400, "body"),
+]
+HTTP_KEY = "k3y"
 
 
 def _api_cases():
@@ -273,7 +332,31 @@ def build_world(root: pathlib.Path) -> None:
     save_stats(root / "inception-stats.npz", FeatureStats(np.zeros(2048), np.eye(2048), 10,
                                                          "inception-v3-tf-2015-12-05/pool3/tf-bilinear-299", "TF"))
     (root / "badyaml.yaml").write_text("model: [unclosed\n")
+    (root / "dupkey.yaml").write_text("model:\n  preset: ELIT-DiT-S/2\ndata:\n  name: fmnist\ntrain:\n  lr: 1.0e-3\n"
+                                      "  seed: 0\n  lr: 2.0e-3\n")
     torch.save({"pos_embed": torch.zeros(1)}, root / "w.pt")
+    (root / "rand.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    np.savez(root / "adm.npz", arr_0=np.zeros((2, 8, 8, 1), np.uint8))   # a sample run's ADM-style images
+    np.savez(root / "user.npz", weights=np.ones(3))
+    (root / "user.json").write_text('{"my": "notes"}\n')
+    (root / "trunc.json").write_text('[{"model": "tiny", "latents_per_group": ')
+    (root / "rows.json").write_text(json.dumps([{   # a row elit eval saved with --num 2
+        "model": "tiny", "latents_per_group": 4, "guidance": "none", "scale": 0.0, "weak_budget": None, "steps": 40,
+        "sampler": "euler", "fd_fmnist": 1.0, "protocols": {}, "num": 2, "seed_start": 0, "ref": "imgs"}]))
+    huge = tiny_model()   # finite weights whose samples overflow to NaN/Inf
+    with torch.no_grad():
+        for p in huge.parameters():
+            p.mul_(1e30)
+    elit.save_pretrained(huge, "huge")
+    from test_convert import OTHER, reference_state
+    nan_state = reference_state(OTHER)
+    nan_state["x_embedder.proj.weight"][0, 0, 0, 0] = float("nan")   # a diverged training's checkpoint
+    save_file(nan_state, str(root / "nan.safetensors"))
+    (root / "elitcfg.json").write_text(json.dumps({"constructor_kwargs": OTHER}))
+    (root / "badteacher").mkdir()   # a diffusers-like config without its geometry
+    (root / "badteacher" / "config.json").write_text('{"_class_name": "QwenImageTransformer2DModel"}\n')
+    elit.save_pretrained(elit.create_model("DiT-S/2", hidden_size=32, depth=3, num_heads=2, in_channels=1,
+                                           num_classes=10, input_size=32), "plaindit")
     quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
     with quiet[0], quiet[1]:
         assert _main("sample --model tiny --out samples-b2 --budget 2 --steps 1 --seeds 0-1") == 0
@@ -348,7 +431,29 @@ def api_row(call: str, error: BaseException) -> str:
     return f"| `{_cell(call)}` | {type(error).__name__}: {_cell(str(error))} |"
 
 
-def render(cli_rows: list[str], api_rows: list[str]) -> str:
+def http_row(shown: str, status: int, error: dict) -> str:
+    return f"| `POST /v1/images {_cell(shown)}` | {status} `{error['field']}`: {_cell(error['message'])} |"
+
+
+def http_client():
+    """A TestClient of the server `elit serve --model tiny --api-key k3y` builds (a fixed cost model)."""
+    pytest.importorskip("fastapi", reason="pip install 'elit-diffusion[serve]'")
+    import elit
+    from fastapi.testclient import TestClient
+
+    from elit.serve.app import create_app
+    from elit.serve.costmodel import CostModel
+    from elit.serve.service import ModelService
+    service = ModelService("tiny", elit.load_pretrained("tiny"), default_steps=2, cost=CostModel(0.001, 0.01))
+    return TestClient(create_app([service], api_key=HTTP_KEY), headers={"X-API-Key": HTTP_KEY})
+
+
+def run_http_case(client, body) -> tuple[int, dict]:
+    r = client.post("/v1/images", content=body) if isinstance(body, bytes) else client.post("/v1/images", json=body)
+    return r.status_code, r.json().get("error", {})
+
+
+def render(cli_rows: list[str], api_rows: list[str], http_rows: list[str]) -> str:
     head = ("# Bad inputs and their messages\n\n"
             "Generated by `PYTHONPATH=src python tests/test_bad_inputs.py` from the cases in\n"
             "`tests/test_bad_inputs.py`, which checks that every command below exits with status 2 and exactly\n"
@@ -356,9 +461,12 @@ def render(cli_rows: list[str], api_rows: list[str]) -> str:
             "folder of prepared inputs: `tiny` is a small ELIT model folder, `imgs` a folder of images,\n"
             "`afile` a file, `adir` an empty folder, `foreign` a folder of someone else's files, `TINY` the\n"
             "settings of a tiny training run (`" + TINY_TRAIN + "`).\n\n"
-            f"{len(cli_rows)} command lines and {len(api_rows)} Python calls.\n\n")
+            f"{len(cli_rows)} command lines, {len(api_rows)} Python calls and {len(http_rows)} HTTP requests.\n\n")
     return (head + "## Command line\n\n| input | message |\n|---|---|\n" + "\n".join(cli_rows)
-            + "\n\n## Python\n\n| call | error |\n|---|---|\n" + "\n".join(api_rows) + "\n")
+            + "\n\n## Python\n\n| call | error |\n|---|---|\n" + "\n".join(api_rows)
+            + "\n\n## HTTP (`elit serve`)\n\nEach request is answered with its status and "
+              "`{\"error\": {\"field\": ..., \"message\": ...}}`; the server goes on serving.\n\n"
+              "| request | answer |\n|---|---|\n" + "\n".join(http_rows) + "\n")
 
 
 def doc_rows() -> set[str]:
@@ -407,11 +515,22 @@ def test_python_bad_input(world, monkeypatch):
         assert api_row(call, error) in rows, f"docs/errors.md is out of date: {api_row(call, error)}"
 
 
+def test_http_bad_request(world, monkeypatch):
+    monkeypatch.chdir(world)
+    rows = doc_rows()
+    with http_client() as client:
+        for shown, body, status, field in HTTP_CASES:
+            got, error = run_http_case(client, body)
+            assert (got, error.get("field")) == (status, field), (shown, got, error)
+            assert http_row(shown, got, error) in rows, f"docs/errors.md is out of date: {http_row(shown, got, error)}"
+        assert client.post("/v1/images", json={"seed": 1, "steps": 1}).status_code == 200   # and it still serves
+
+
 def test_the_docs_table_has_no_stale_rows(world, monkeypatch):
     monkeypatch.chdir(world)
-    api = len(_api_cases())
-    assert len(doc_rows()) == len(CLI_CASES) + api, "regenerate docs/errors.md with tests/test_bad_inputs.py"
-    assert re.search(rf"{len(CLI_CASES)} command lines and {api} Python calls", DOC.read_text())
+    api, http = len(_api_cases()), len(HTTP_CASES)
+    assert len(doc_rows()) == len(CLI_CASES) + api + http, "regenerate docs/errors.md with tests/test_bad_inputs.py"
+    assert re.search(rf"{len(CLI_CASES)} command lines, {api} Python calls and {http} HTTP requests", DOC.read_text())
 
 
 def write_docs() -> None:
@@ -429,11 +548,18 @@ def write_docs() -> None:
                 raise SystemExit(f"case failed: elit {command}\n{err}")
             cli_rows.append(cli_row(command, message))
         api_rows = [api_row(call, run_api_case(fn)) for call, fn, _ in _api_cases()]
+        with http_client() as client:
+            http_rows = []
+            for shown, body, status, field in HTTP_CASES:
+                got, error = run_http_case(client, body)
+                if (got, error.get("field")) != (status, field):
+                    raise SystemExit(f"case failed: POST /v1/images {shown}: {got} {error}")
+                http_rows.append(http_row(shown, got, error))
     finally:
         os.chdir(cwd)
         shutil.rmtree(root, ignore_errors=True)
-    DOC.write_text(render(cli_rows, api_rows))
-    print(f"wrote {DOC}: {len(cli_rows)} command lines, {len(api_rows)} Python calls")
+    DOC.write_text(render(cli_rows, api_rows, http_rows))
+    print(f"wrote {DOC}: {len(cli_rows)} command lines, {len(api_rows)} Python calls, {len(http_rows)} HTTP requests")
 
 
 if __name__ == "__main__":

@@ -307,6 +307,31 @@ def test_cli_errors_write_nothing(tmp_path, capsys):
     assert main(good + ["--out", str(keep)]) == 2
     assert "not an elit model folder" in capsys.readouterr().err and (keep / "notes.txt").exists()
     assert main(good + ["--out", str(out)]) == 0 and elit.load_pretrained(out).budgets == [2, 3, 4]
+    # Issue 30: an existing model folder is replaced only with --overwrite (as elit sample's folders).
+    before = (out / "model.safetensors").read_bytes()
+    assert main(good + ["--out", str(out), "--min-budget", "3"]) == 2
+    assert "already holds a model converted from authors-elit; pass --overwrite" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before
+    assert main(good + ["--out", str(out), "--min-budget", "3", "--overwrite"]) == 0
+    assert elit.load_pretrained(out).budgets == [3, 4]
+    assert main(good + ["--out", str(keep), "--overwrite"]) == 2 and (keep / "notes.txt").exists()   # never foreign
+
+
+def test_weights_that_are_not_a_checkpoint_or_hold_nan_are_named(tmp_path):
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+        convert_checkpoint("authors-elit", tmp_path / "random.pt", config=OTHER)
+    with pytest.raises(ValueError, match="is a folder"):
+        convert_checkpoint("authors-elit", tmp_path, config=OTHER)
+    state = reference_state(OTHER)
+    state["blocks.0.attn.qkv.weight"][0, 0] = float("inf")
+    torch.save({"ema": state}, tmp_path / "diverged.pt")
+    with pytest.raises(ValueError, match=r"hold NaN/Inf \(1 tensors, e.g. blocks.0.attn.qkv.weight\)"):
+        convert_checkpoint("authors-elit", tmp_path / "diverged.pt", config=OTHER)
+    with pytest.raises(ValueError, match="use --from uvit"):
+        convert_checkpoint("dit", state, preset="U-ViT-H/2")
+    with pytest.raises(ValueError, match="use --from dit"):
+        convert_checkpoint("uvit", state, preset="DiT-XL/2")
 
 
 # ----------------------------------------------------------------------------- budgets and presets

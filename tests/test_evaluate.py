@@ -95,6 +95,37 @@ def test_run_sweep_takes_ordered_pairs_and_skips_measured_ones(tmp_path, ref):
     assert [r["latents_per_group"] for r in rows] == [4, 1, 2]       # budget 4 was measured already
 
 
+def test_a_resume_never_passes_other_measurements_off_as_its_own_nor_drops_them(tmp_path, ref, capsys):
+    """Issue 30 (found by the sweep): rows of another --num, another reference or other weights under the
+    same name were skipped as done and reported as this sweep's; rows lacking a newly asked metric were
+    dropped from the file when it was rewritten (an FID measured for hours, gone)."""
+    a_dir, _ = tiny(tmp_path, "a")
+    out = tmp_path / "rows.json"
+    base = ["eval", "--budgets", "1", "--steps", "1", "--batch-size", "8", "--ref", str(ref), "--metrics",
+            "fd_fmnist", "--json", str(out), "--no-progress"]
+    assert main(base + ["--model", f"m={a_dir}", "--num", "8"]) == 0
+    row = json.loads(out.read_text())[0]
+    assert (row["num"], row["seed_start"], row["ref"]) == (8, 0, str(ref)) and len(row["model_sha256"]) == 64
+    for extra, said in ((["--model", f"m={a_dir}", "--num", "16"], "num: 8 -> 16"),
+                        (["--model", f"m={a_dir}", "--num", "8", "--seed-start", "5"], "seed_start: 0 -> 5")):
+        assert main(base + extra) == 2 and said in capsys.readouterr().err
+    other = tmp_path / "b"
+    model = elit.load_pretrained(a_dir)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    elit.save_pretrained(model, other)
+    assert main(base + ["--model", f"m={other}", "--num", "8"]) == 2
+    assert "other weights under the same name" in capsys.readouterr().err
+    assert main(base + ["--model", str(a_dir), "--model", f"{other}/../a", "--num", "8"]) == 2
+    assert "two models are named 'a'" in capsys.readouterr().err
+    saved = json.loads(out.read_text())
+    saved[0]["fid"], saved[0]["fd_fmnist"] = 12.5, None     # as if measured for FID only, before
+    out.write_text(json.dumps(saved))
+    assert main(base + ["--model", f"m={a_dir}", "--num", "8"]) == 0
+    again = json.loads(out.read_text())
+    assert len(again) == 1 and again[0]["fid"] == 12.5 and again[0]["fd_fmnist"] == pytest.approx(row["fd_fmnist"])
+
+
 def test_budget_guidance_table_puts_each_row_in_its_cell():
     from elit.eval.report import budget_guidance_table
     row = lambda m, b, g, s, fid: dict(model=m, latents_per_group=b, guidance=g, scale=s, fid=fid)  # noqa: E731

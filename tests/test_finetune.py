@@ -166,6 +166,29 @@ def test_finetune_refuses_what_it_cannot_use(qwen_teacher, tmp_path):
         load_finetune_config(str(qwen_teacher / "ft.yaml"), ["finetune.lambda=5"], teacher=str(qwen_teacher / "teacher"))
 
 
+def test_a_training_preset_configures_a_student_of_a_matching_teacher(tmp_path, capsys):
+    """Issue 30: `elit finetune --help` points to the training presets; their model section carries the
+    backbone too, which must agree with the teacher (it fixes the backbone) and is then dropped."""
+    import elit
+    from elit.cli import main
+    from elit.train.config import load_config
+    preset = load_config("fmnist-elit-dit").model
+    teacher = tmp_path / "dit"
+    elit.save_pretrained(elit.ELITModel(preset.override(elit=False)), teacher)
+    cfg, _ = load_finetune_config("fmnist-elit-dit", teacher=str(teacher))
+    assert (cfg.model.backbone, cfg.model.split, cfg.model.window) == (preset.backbone, preset.split, preset.window)
+    assert cfg.model.budget_space.budgets == preset.budget_space.budgets and cfg.train.max_steps == 1500
+    small = tmp_path / "small"
+    elit.save_pretrained(elit.ELITModel(preset.override(elit=False, hidden_size=32, num_heads=2)), small)
+    assert main(["finetune", "--teacher", str(small), "--config", "fmnist-elit-dit", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "sets model.hidden_size=64 but the teacher has 32" in err and "(and 1 more: num_heads)" in err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ValueError, match="--teacher .* and finetune.teacher"):
+        from elit.train.config import check_flags
+        check_flags(["finetune.teacher=a"], {"--teacher": ("finetune.teacher", "b")})
+
+
 def test_finetune_resumes_exactly(qwen_teacher, tmp_path):
     """Stopped after 2 steps and rerun to 4, a fine-tune ends where an uninterrupted one does."""
     def run(out, steps):

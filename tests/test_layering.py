@@ -14,7 +14,7 @@ SRC = pathlib.Path(elit.__file__).parent
 LAYERS = [
     {"errors"},
     {"_io", "_lock", "_threads", "_distributed"},
-    {"viz", "vae"},
+    {"viz", "vae", "_output"},
     {"model", "video"},
     {"cost", "flow", "data", "interop", "hub"},
     {"sampling"},

@@ -155,7 +155,11 @@ def test_nan_weights_and_nan_samples_are_refused(model_dir, tmp_path, capsys):
     elit.save_pretrained(huge, tmp_path / "huge")
     assert main(["sample", "--model", str(tmp_path / "huge"), "--out", str(tmp_path / "b"), *MODEL_ARGS]) == 2
     assert "NaN/Inf samples" in capsys.readouterr().err
-    assert not list((tmp_path / "b").glob("*.png"))
+    assert not (tmp_path / "b").exists()     # a failed first run leaves no folder holding only its record
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "000000.png").write_bytes(b"")   # not elit's: refused, and the folder is kept as it was
+    assert main(["sample", "--model", str(tmp_path / "huge"), "--out", str(tmp_path / "c"), *MODEL_ARGS]) == 2
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["000000.png"]
 
 
 def test_progress_counts_denoising_steps(model_dir, tmp_path, capsys):

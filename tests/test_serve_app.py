@@ -137,6 +137,19 @@ BAD = [
     ({"model": "other"}, 422, "model"),
     ({"colour": "red"}, 422, "colour"),
     ([1, 2], 400, "body"),
+    # one typed schema: no string or boolean read as a number, no Inf, a scale that cannot overflow
+    ({"deadline_ms": "500"}, 422, "deadline_ms"),
+    ({"deadline_ms": "1e3"}, 422, "deadline_ms"),
+    ({"deadline_ms": True}, 422, "deadline_ms"),
+    ({"guidance": "cfg", "scale": "2"}, 422, "scale"),
+    ({"guidance": "cfg", "scale": True}, 422, "scale"),
+    ({"guidance": "cfg", "scale": 1e300}, 422, "scale"),
+    ({"guidance": "cfg", "scale": 1e308}, 422, "scale"),
+    ({"steps": 2.0}, 422, "steps"),
+    ({"num_images": True}, 422, "num_images"),
+    ({"model": 3}, 422, "model"),
+    ({"weak_budget": 1}, 422, "weak_budget"),                         # no weak pass runs with guidance none
+    ({"weak_budget": 1, "deadline_ms": 60_000}, 422, "weak_budget"),
 ]
 
 
@@ -168,6 +181,22 @@ def test_malformed_oversized_and_unauthorised_requests_then_the_server_still_ser
     r = client.post("/v1/images", json={"seed": 1}, headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 200 and np.array_equal(pixels(r.content), expected(model, [1])[0])
     assert client.get("/nowhere").json()["error"]["message"] == "Not Found"
+
+
+def test_deep_infinite_or_repeated_json_is_a_4xx_not_a_500(client):
+    for content, status in ((b"[" * 4000 + b"]" * 4000, 400), (b'{"seed": ' + b"[" * 4000 + b"]" * 4000 + b"}", 400),
+                            (b'{"label": "[[[[[[[[[[[[[[[[[["}', 422), (b'{"deadline_ms": 1e400}', 422),
+                            (b'{"seed": 1, "seed": 2}', 400)):   # a repeated field: which one counts is refused
+        r = client.post("/v1/images", content=content)
+        assert r.status_code == status, (content[:20], r.text)
+    assert client.post("/v1/images", json={"seed": 1}).status_code == 200
+
+
+def test_the_weak_budget_header_names_only_a_weak_pass_that_ran(client):
+    h = client.post("/v1/images", json={"seed": 1, "guidance": "ccfg", "scale": 0.5}).headers
+    assert h["x-elit-weak-budget"] == "1"
+    for body in ({"seed": 1}, {"seed": 1, "guidance": "ccfg", "scale": 0}, {"seed": 1, "guidance": "cfg", "scale": 1}):
+        assert "x-elit-weak-budget" not in client.post("/v1/images", json=body).headers, body
 
 
 def test_caps_hold_and_work_out_of_reach_gets_503_with_retry_after(model):
@@ -265,3 +294,51 @@ def test_an_unconditional_model_refuses_labels_and_class_guidance():
             assert r.status_code == 422 and r.json()["error"]["field"] == field
         r = c.post("/v1/images", json={"seed": 2, "guidance": "ag", "scale": 0.5, "budget": 4})
         assert r.status_code == 200 and "x-elit-labels" not in r.headers
+
+
+def test_elit_serve_refuses_to_start_exposed_or_misconfigured(tmp_path, model, monkeypatch, capsys):
+    """Refused before a model is loaded or a port opened: the model folder does not even exist."""
+    from elit.cli import main
+    missing = str(tmp_path / "no-model")
+    monkeypatch.delenv("ELIT_API_KEY", raising=False)
+    for argv, phrase in ((["--host", "0.0.0.0"], "no API key is set"), (["--host", "::"], "no API key is set"),
+                         (["--api-key="], "API key is empty"), (["--api-key", "  "], "API key is empty"),
+                         (["--port", "70000"], "must be <= 65535"), (["--port", "-1"], "must be >= 0")):
+        assert main(["serve", "--model", missing, *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert phrase in err and len(err.strip().splitlines()) == 1, (argv, err)
+    monkeypatch.setenv("ELIT_API_KEY", "")            # set but empty: auth would be silently off
+    assert main(["serve", "--model", missing]) == 2 and "API key is empty" in capsys.readouterr().err
+    monkeypatch.setenv("ELIT_API_KEY", KEY)           # a key makes a public address acceptable: it gets to the model
+    assert main(["serve", "--model", missing, "--host", "0.0.0.0"]) == 2
+    assert "not an elit model folder" in capsys.readouterr().err
+
+
+def test_port_0_prints_the_port_it_listens_on_and_the_opt_out_is_loud(tmp_path, model):
+    import httpx
+    elit.save_pretrained(model, tmp_path / "tiny")
+    env = {k: v for k, v in os.environ.items() if k != "ELIT_API_KEY"}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "elit", "serve", "--model", str(tmp_path / "tiny"), "--host",
+                             "0.0.0.0", "--insecure-no-api-key", "--port", "0", "--steps", str(STEPS), "--threads", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any("http://" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assert any("WARNING" in line and "--insecure-no-api-key" in line for line in lines), lines
+        port = int(lines[-1].split("http://0.0.0.0:")[1].split("/")[0])
+        assert port != 0
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/images", json={"seed": 2}, timeout=60)
+        assert r.status_code == 200      # the opt-out serves without a key, on the port it printed
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

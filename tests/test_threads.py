@@ -52,6 +52,7 @@ def test_throughput_collapse_is_flagged():
 
 def test_command_lines_give_torch_and_blas_the_auto_count(monkeypatch):
     import elit._threads as T
+    monkeypatch.setattr(T, "AUTO_SET", None)
     for name in T.THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(T.os, "getloadavg", lambda: (T.usable_cores() + 3.0, 0.0, 0.0))
@@ -61,3 +62,32 @@ def test_command_lines_give_torch_and_blas_the_auto_count(monkeypatch):
     assert bool(said) == (T.usable_cores() > 1)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")                 # the user's choice is kept
     assert T.set_thread_environment() is None and os.environ["OMP_NUM_THREADS"] == "3"
+
+
+def test_a_resumed_run_keeps_its_thread_count_and_says_when_it_changes(monkeypatch):
+    """Issue 30: on a CPU the thread count moves the weights in the last bits, so a resume reuses
+    the count the run was trained with unless the user chose one, and says so when they differ."""
+    import elit._threads as T
+    for name in T.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(T, "AUTO_SET", None)
+    monkeypatch.setattr(T.os, "getloadavg", lambda: (T.usable_cores() + 3.0, 0.0, 0.0))   # auto: 1 thread
+    before = torch.get_num_threads()
+    try:
+        said = []
+        assert T.set_run_threads(0, 2, announce=said.append) == 2 and torch.get_num_threads() == 2
+        assert said and "resuming with 2 CPU threads, the count this run was trained with" in said[0]
+        said.clear()
+        assert T.set_run_threads(1, 2, announce=said.append) == 1 and torch.get_num_threads() == 1
+        assert "trained with 2 CPU threads so far and goes on with 1" in said[-1]
+        said.clear()
+        assert T.set_run_threads(1, 1, announce=said.append) == 1 and not said      # the same count: silent
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.setattr(T, "AUTO_SET", 1)            # elit's own automatic choice, not the user's
+        assert T.set_run_threads(0, 2, announce=said.append) == 2
+        monkeypatch.setattr(T, "AUTO_SET", None)         # now the user's: obeyed, and the change is said
+        said.clear()
+        torch.set_num_threads(1)
+        assert T.set_run_threads(0, 2, announce=said.append) == 1 and "goes on with 1" in said[-1]
+    finally:
+        torch.set_num_threads(before)

@@ -68,6 +68,30 @@ def test_config_file_and_cli_errors(tmp_path, capsys):
     assert "train.bogus" in err and "global_batch_size" in err and len(err.strip().splitlines()) == 1
 
 
+def test_one_key_once_in_a_file_and_flags_and_overrides_by_one_rule(tmp_path, capsys):
+    """Issue 30: a YAML key written twice is refused (YAML keeps the last silently); --max-steps beside
+    train.max_steps= is refused (which wins was a guess); of two overrides of one key the later wins,
+    is said, and the earlier one is still type-checked."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  preset: ELIT-DiT-S/2\ndata:\n  name: fmnist\ntrain:\n  lr: 1.0e-3\n  lr: 2.0e-3\n")
+    with pytest.raises(ValueError, match=r"key 'lr' is set twice in one mapping \(lines 6 and 7\)"):
+        load_config(str(path))
+    path.write_text("base: &b {lr: 1.0e-3}\nmodel: {preset: ELIT-DiT-S/2}\ndata: {name: fmnist}\n"
+                    "train: {<<: *b, lr: 2.0e-3}\n")
+    with pytest.raises(ValueError, match="unknown config section 'base'"):   # a merge key is not a duplicate
+        load_config(str(path))
+    for value in ("2.5", "true", "7"):
+        assert elit_main(["train", "--out", str(tmp_path / "r"), "--max-steps", "5", f"train.max_steps={value}"]) == 2
+        assert f"train.max_steps is set twice (--max-steps 5 and train.max_steps={value})" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="must be an integer, got 2.5"):
+        load_config("fmnist-elit-dit", ["train.max_steps=2.5", "train.max_steps=5"])
+    assert load_config("fmnist-elit-dit", ["train.lr=1e-3", "train.lr=3e-3"]).train.lr == 3e-3
+    assert elit_main(["train", "--out", str(tmp_path / "r"), "--print-config", "train.lr=1e-3", "train.lr=3e-3"]) == 0
+    out, err = capsys.readouterr()
+    assert "lr: 0.003" in out and "train.lr=3e-3 replaces train.lr=1e-3" in err
+    assert not (tmp_path / "r").exists()
+
+
 # ---------------------------------------------------------------- real runs
 @needs_fmnist
 def test_loss_decreases_on_fashion_mnist(tmp_path):

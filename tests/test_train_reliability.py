@@ -110,3 +110,22 @@ def test_a_torn_last_log_line_is_dropped_with_a_warning(tmp_path, capsys):
     assert train_cli(out, steps=20) == 2
     err = capsys.readouterr().err
     assert "log.jsonl line 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_resume_records_and_reuses_the_thread_count_and_says_when_it_changes(tmp_path, capsys):
+    """Issue 30: the checkpoint holds the thread count it was trained with; going on with another
+    count is said (the weights then differ in the last bits from an uninterrupted run)."""
+    out = tmp_path / "run"
+    before = torch.get_num_threads()
+    try:
+        assert train_cli(out, steps=5) == 0      # system.threads=1
+        assert torch.load(checkpoint_path(out, 5), weights_only=True)["threads"] == 1
+        capsys.readouterr()
+        assert train_cli(out, "system.threads=2", steps=10) == 0
+        said = capsys.readouterr()
+        assert "trained with 1 CPU thread so far and goes on with 2" in said.out
+        assert torch.load(checkpoint_path(out, 10), weights_only=True)["threads"] == 2
+        assert train_cli(out, "system.threads=2", steps=8) == 2     # below the run's step: refused, named
+        assert "is at step 10 already" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

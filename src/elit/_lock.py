@@ -58,8 +58,12 @@ def exclusive_output(target, command: str):
     """Hold the lock on `target` (a folder or file that `command` writes) for the block's duration.
     Raises OutputLocked, naming the owner, if another live process holds it."""
     path = lock_path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path)
+    except OSError as e:   # a read-only place (/proc, a mount), a file where a folder should be
+        raise UserError(f"cannot write {target}: making its lock file {path} failed ({e.strerror or e}); choose an "
+                        f"output in a folder you can write") from None
     if fd is None:
         owner = _read_owner(path)
         raise OutputLocked(f"{target} is in use by another process ({owner}); wait for it to finish or stop it, "

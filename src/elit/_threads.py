@@ -38,6 +38,19 @@ def auto_threads(processes: int = 1) -> tuple[int, str]:
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# The count set_thread_environment put in OMP_NUM_THREADS (elit's automatic choice, not the user's).
+AUTO_SET: int | None = None
+
+
+def user_thread_count() -> int | None:
+    """OMP_NUM_THREADS if the user set it; None if it is unset or elit's own automatic choice."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not text or (AUTO_SET is not None and text == str(AUTO_SET)):
+        return None
+    try:
+        return max(1, int(text))
+    except ValueError:
+        return None
 
 
 def set_thread_environment(announce=None) -> int | None:
@@ -47,9 +60,11 @@ def set_thread_environment(announce=None) -> int | None:
     Returns the count set, or None if the user's choice was kept."""
     if os.environ.get("OMP_NUM_THREADS", "").strip():
         return None
+    global AUTO_SET
     n, reason = auto_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     for name in THREAD_VARIABLES:
         os.environ.setdefault(name, str(n))
+    AUTO_SET = n
     if announce is not None and n < usable_cores():
         announce(f"using {n} CPU thread{'s' * (n > 1)} ({reason}; other work holds the rest); "
                  f"set OMP_NUM_THREADS to choose")
@@ -70,6 +85,29 @@ def set_threads(requested: int = 0, processes: int = 1, announce=None) -> int:
             announce(f"using {n} CPU thread{'s' * (n > 1)} ({reason}; other work holds the rest); "
                      f"set the thread count explicitly to override")
     torch.set_num_threads(n)
+    return n
+
+
+def set_run_threads(requested: int, recorded: int | None, processes: int = 1, announce=None) -> int:
+    """`set_threads` for a run that may be resumed. On a CPU the thread count changes how sums are
+    split, so a run continued with another count ends a few ulps away from an uninterrupted one.
+    `recorded` (the count its last checkpoint was written with) is therefore kept when the count is
+    automatic, and a count the user chose that differs from it is announced."""
+    import torch
+    chosen = requested if requested > 0 else user_thread_count()
+    if chosen is None and recorded:
+        auto, reason = auto_threads(processes)
+        if auto != recorded and announce is not None:
+            announce(f"resuming with {recorded} CPU thread{'s' * (recorded > 1)}, the count this run was trained "
+                     f"with (the automatic count is {auto} now: {reason}); system.threads={auto} would be faster "
+                     f"but changes the result in the last bits")
+        torch.set_num_threads(recorded)
+        return recorded
+    n = set_threads(requested, processes, announce)
+    if recorded and n != recorded and announce is not None:
+        announce(f"this run was trained with {recorded} CPU thread{'s' * (recorded > 1)} so far and goes on with "
+                 f"{n}: its weights will differ in the last bits from an uninterrupted run "
+                 f"(system.threads={recorded} keeps them identical)")
     return n
 
 

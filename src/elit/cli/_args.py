@@ -9,8 +9,9 @@ import pathlib
 from elit.errors import UserError
 
 
-def integer(low: int = 1, why: str = ""):
-    """An argparse type: an int >= low (so a count can never be negative or zero and used as a slice)."""
+def integer(low: int = 1, why: str = "", high: int | None = None):
+    """An argparse type: an int >= low (so a count can never be negative or zero and used as a slice),
+    and <= high when given."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -18,6 +19,8 @@ def integer(low: int = 1, why: str = ""):
             raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}{f' ({why})' if why else ''}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}{f' ({why})' if why else ''}, got {value}")
         return value
     parse.__name__ = f"integer >= {low}"
     return parse
@@ -65,17 +68,14 @@ def resolve_device(text: str | None, flag: str = "--device"):
 
 def output_file(path, flag: str = "--out", suffix: str | None = None) -> pathlib.Path:
     """An output that is a file: not an existing folder, and with the suffix readers expect."""
+    from elit._output import check_kind
     path = pathlib.Path(path)
-    if path.is_dir():
-        example = f" (e.g. {path / ('out' + suffix)})" if suffix else ""
-        raise UserError(f"{flag} {path} is a folder; give the name of the file to write{example}")
-    if suffix and path.suffix != suffix:
-        raise UserError(f"{flag} {path} must end in {suffix} (other commands recognise the file by it)")
+    check_kind(path, "file", flag, suffix)
     return path
 
 
 def output_folder(path, flag: str = "--out") -> pathlib.Path:
+    from elit._output import check_kind
     path = pathlib.Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {path} is a file; give a folder (new, or one this command wrote before)")
+    check_kind(path, "folder", flag)
     return path

@@ -27,22 +27,27 @@ def add_arguments(parser) -> None:
     group.add_argument("--preset", help="a published reference configuration, e.g. ELIT-SiT-XL/2, "
                                         "ELIT-SiT-XL/2-multibudget@512, SiT-XL/2, DiT-XL/2@512, U-ViT-H/2")
     parser.add_argument("--out", help="output folder (elit save_pretrained format)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the elit model already in --out (by default it is refused)")
     parser.add_argument("--min-budget", type=integer(1), default=None,
                         help="smallest budget the converted model accepts (default: the smallest trained one)")
     parser.add_argument("--list-presets", action="store_true", help="print the preset names and exit")
 
 
-def check_out(out: pathlib.Path) -> None:
-    """Refuse to replace a folder that is not an elit model (save_pretrained swaps folders whole)."""
-    if not out.exists():
-        return
-    if out.is_dir() and not any(out.iterdir()):
-        return
+def check_out(out: pathlib.Path, overwrite: bool = False) -> None:
+    """An existing --out is replaced whole (save_pretrained swaps folders): only an elit model folder,
+    and only with --overwrite, as `elit sample` treats its folders."""
     from elit.hub import read_config
     try:
-        read_config(out)
+        _, meta = read_config(out)
     except UserError:
-        raise UserError(f"refusing to replace {out}: it exists and is not an elit model folder") from None
+        raise UserError(f"refusing to replace {out}: it exists and is not an elit model folder; choose a new "
+                        f"--out") from None
+    if not overwrite:
+        origin = meta.get("converted_from", {}).get("source") if isinstance(meta.get("converted_from"), dict) else None
+        what = f"a model converted from {origin}" if origin else ("a trained model" if "training" in meta
+                                                                   else "an elit model")
+        raise UserError(f"--out {out} already holds {what}; pass --overwrite to replace it, or choose a new --out")
 
 
 def run(args) -> int:
@@ -60,10 +65,8 @@ def run(args) -> int:
             raise UserError(f"{flag} is required")
     if (args.config is None) == (args.preset is None):
         raise UserError("give one of --config FILE or --preset NAME")
-    out = pathlib.Path(args.out)
-    from elit._lock import exclusive_output
-    with exclusive_output(out, "elit convert"):
-        check_out(out)
+    from elit._output import guarded_output
+    with guarded_output(args.out, "elit convert", kind="folder", ours=check_out, overwrite=args.overwrite) as out:
         model = convert_checkpoint(args.source, args.weights, config=args.config, preset=args.preset,
                                    min_budget=args.min_budget)
         from elit.hub import save_pretrained

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 
-from elit._lock import exclusive_output
+from elit._output import guarded_output
 from elit.cli._args import integer, output_file, resolve_device
 from elit.errors import UserError
 
@@ -61,8 +61,8 @@ def _parse_list(text: str, cast, what: str) -> list:
 
 
 def run(args) -> int:
-    from elit.eval.report import format_table, plot_quality_vs_gflops
-    from elit.eval.sweep import run_sweep, sweep_settings
+    from elit.eval.report import check_plot_out, format_table, plot_quality_vs_gflops
+    from elit.eval.sweep import read_rows, run_sweep, sweep_settings
     from elit.hub import load_pretrained
     from elit.sampling.distributed import Shards
 
@@ -71,10 +71,20 @@ def run(args) -> int:
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path and shards.is_main:
             output_file(path, flag)
-    models = {}
+    if args.json and shards.is_main:
+        read_rows(args.json)   # someone else's file is refused now, not after the models are loaded
+    if args.plot and shards.is_main and pathlib.Path(args.plot).exists():
+        check_plot_out(args.plot)
+    from elit.hub import WEIGHTS_NAME
+    from elit._io import file_sha256
+    models, fingerprints = {}, {}
     for spec in args.model:
         label, _, path = spec.rpartition("=") if "=" in spec else (None, None, spec)
-        models[label or pathlib.Path(path).name] = load_pretrained(path, device=device)
+        label = label or pathlib.Path(path).name
+        if label in models:   # runs/a/model and runs/b/model: both "model", and one row key
+            raise UserError(f"two models are named {label!r}; name them with LABEL=DIR")
+        models[label] = load_pretrained(path, device=device)
+        fingerprints[label] = file_sha256(pathlib.Path(path) / WEIGHTS_NAME) if args.json else None
     guidances = _parse_list(args.guidance, str, "guidance")
     bad = [g for g in guidances if g not in ("none", "cfg", "ccfg", "ag")]
     if bad:
@@ -105,11 +115,14 @@ def run(args) -> int:
         decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=device))
     with contextlib.ExitStack() as stack:   # one sweep per rows file (it is resumed and rewritten)
         if args.json and shards.is_main:
-            stack.enter_context(exclusive_output(args.json, "elit eval"))
+            stack.enter_context(guarded_output(args.json, "elit eval", kind="file", flag="--json",
+                                               ours=lambda path, _: read_rows(path)))
+        if args.plot and shards.is_main:
+            stack.enter_context(guarded_output(args.plot, "elit eval", kind="file", flag="--plot", ours=check_plot_out))
         rows = run_sweep(models, settings, num=args.num, steps=args.steps, sampler=args.sampler, metrics=metrics,
                          ref=refs, batch_size=args.batch_size, json_path=args.json, progress=not args.no_progress,
                          seed_start=args.seed_start, fd_method=args.fd_method, decode=decode, ref_num=args.ref_num,
-                         i3d_weights=args.i3d_weights, shards=shards)
+                         i3d_weights=args.i3d_weights, shards=shards, fingerprints=fingerprints)
     if not shards.is_main:
         return 0
     print(format_table(rows, metrics))

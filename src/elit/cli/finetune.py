@@ -10,6 +10,7 @@ system.parallel=fsdp), as for `elit train`. The EMA student is exported to DIR/m
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "fine-tune a pretrained model (diffusers Qwen-Image / SD3, converted DiT / U-ViT) into ELIT by distillation"
 
@@ -28,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from elit.train.finetune import load_finetune_config
-    overrides = list(args.overrides)
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
+    from elit.train.config import check_flags, flag_overrides
+    check_flags(args.overrides, {"--teacher": ("finetune.teacher", args.teacher)})   # a path: not parsed as YAML
+    overrides = flag_overrides(args.overrides, {"--max-steps": ("train.max_steps", args.max_steps)},
+                               announce=lambda text: print(f"elit finetune: {text}", file=sys.stderr))
     cfg, ft = load_finetune_config(args.config, overrides, teacher=args.teacher)
     if args.print_config:
         import dataclasses

@@ -68,6 +68,8 @@ def run(args) -> int:
                 if len(rows) == 1:
                     raise
                 row["sample_gflops"], row["sample_note"] = None, str(e)
+    if args.steps is not None and all(row.get("sample_gflops") is None for row in rows):
+        raise UserError(rows[0]["sample_note"])   # no budget can run these settings: the settings are wrong
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 from elit._io import write_json
-from elit.cli._args import integer, number, resolve_device
+from elit._output import guarded_output
+from elit.cli._args import integer, number, output_file, resolve_device
 from elit.errors import UserError
 
 HELP = "choose steps/budget/guidance for a target cost"
@@ -35,10 +37,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the choice as JSON")
 
 
+def _check_table_out(path, overwrite: bool = False) -> None:
+    """An existing --save-table is replaced only if it is a planner table (what this command writes)."""
+    from elit.sampling.planner import load_table
+    try:
+        load_table(path)
+    except UserError as e:
+        raise UserError(f"--save-table {path} exists and is not a planner table ({e}); choose another file, or "
+                        f"move that one") from None
+
+
 def run(args) -> int:
     from elit.hub import load_pretrained, read_config
     from elit.sampling.planner import PROXY_METRIC, build_table, choose, command_for, describe, load_table
     config, _ = read_config(args.model)  # refuses a folder that is not an elit model
+    if args.save_table:   # someone else's file is refused before the table is built
+        output_file(args.save_table, "--save-table")
+        if pathlib.Path(args.save_table).exists():
+            _check_table_out(args.save_table)
     if not config.elastic:
         raise UserError(f"{args.model} is a plain backbone without budgets; `elit plan` needs an ELIT model")
     if not args.table and (args.table_model or args.table_seed is not None or args.metric):
@@ -50,7 +66,8 @@ def run(args) -> int:
         print(f"elit plan: no --table; building a proxy table ({PROXY_METRIC}, NOT FID) from seeds {args.seeds}")
         rows = build_table(model, args.seeds, scale=args.scale, reference_steps=args.reference_steps)
     if args.save_table:
-        write_json(args.save_table, rows)
+        with guarded_output(args.save_table, "elit plan", kind="file", flag="--save-table", ours=_check_table_out):
+            write_json(args.save_table, rows)
     best = choose(rows, args.target_gflops, args.target_seconds)
     command = command_for(best, args.model)
     if args.json:

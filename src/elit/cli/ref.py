@@ -22,12 +22,21 @@ def add_arguments(parser) -> None:
     add_network_arguments(parser)
 
 
+def check_out(path, overwrite: bool = False) -> None:
+    """Only reference statistics (what elit ref writes) are replaced; any other .npz is someone's data."""
+    from elit.errors import UserError
+    from elit.eval.metrics.stats import written_by_save_stats
+    held = written_by_save_stats(path)
+    if held is not None:
+        raise UserError(f"--out {path} exists and is not reference statistics that elit ref wrote ({held}); "
+                        f"choose another --out, or move that file")
+
+
 def run(args) -> int:
-    from elit._lock import exclusive_output
-    from elit.cli._args import output_file
+    from elit._output import guarded_output
     from elit.eval.metrics.compute import compute_reference
-    out = output_file(args.out, suffix=".npz")   # before the minutes of feature extraction
-    with exclusive_output(out, "elit ref"):
+    # before the minutes of feature extraction
+    with guarded_output(args.out, "elit ref", kind="file", suffix=".npz", ours=check_out) as out:
         st = compute_reference(args.data, args.metric_net, out, num=args.num, keep_features=args.keep_features,
                                batch_size=args.batch_size, progress=not args.quiet, extractor=extractor(args))
     print(f"saved {args.out}: {st.num} images of {args.data}; feature net {st.feature_net}\nprotocol: {st.protocol}")

@@ -100,11 +100,11 @@ def run_settings(args, plan) -> dict:
 def run(args) -> int:
     import torch
 
-    from elit._lock import exclusive_output
+    from elit._output import guarded_output
     from elit.hub import load_pretrained
     from elit.sampling import parse_seeds, plan_gflops, plan_run, resolve_labels
     from elit.sampling.distributed import Shards
-    from elit.sampling.folder import CLIP_FILES, IMAGE_FILES, SampleFolder
+    from elit.sampling.folder import CLIP_FILES, IMAGE_FILES, RECORD, SampleFolder
     from elit.sampling.solvers import check_prediction
     if args.schedule and args.budget:
         raise UserError("give either --budget or --schedule, not both")
@@ -139,7 +139,8 @@ def run(args) -> int:
             raise UserError(todo["error"])
         _sample_into(None, model, todo, label_of and [label_of[s] for s in todo], options, args, decode, shards)
         return 0
-    with exclusive_output(out, "elit sample"):
+    # A first run that fails (NaN samples, say) leaves no folder holding only its record behind.
+    with guarded_output(out, "elit sample", kind="folder", scaffolding=(RECORD,)):
         folder = SampleFolder(out, run_settings(args, plan), info, CLIP_FILES if video else IMAGE_FILES)
         try:
             todo = folder.prepare(seeds, labels, overwrite=args.overwrite)

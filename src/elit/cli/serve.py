@@ -22,9 +22,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", action="append", required=True,
                         help="model folder, or NAME=DIR; repeat for several models (the first is the default)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    parser.add_argument("--port", type=integer(0), default=8000, help="TCP port (default 8000; 0: any free port)")
+    parser.add_argument("--port", type=integer(0, "a TCP port", high=65535), default=8000,
+                        help="TCP port (default 8000; 0: any free port, printed at start)")
     parser.add_argument("--api-key", default=os.environ.get("ELIT_API_KEY"),
-                        help="require this key on /v1/* (Authorization: Bearer KEY); default $ELIT_API_KEY")
+                        help="require this key on /v1/* (Authorization: Bearer KEY); default $ELIT_API_KEY; "
+                             "needed for any --host beyond loopback")
+    parser.add_argument("--insecure-no-api-key", action="store_true",
+                        help="serve a non-loopback --host without an API key: anyone who reaches it can use it")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="model compute dtype (default float32)")
@@ -72,6 +76,10 @@ def serve_options(args):
 
 def run(args) -> int:
     import torch
+
+    from elit.serve.binding import check_api_key, check_exposure, listen, url
+    args.api_key = check_api_key(args.api_key)
+    check_exposure(args.host, args.api_key, args.insecure_no_api_key)   # before anything is loaded
     if args.replicas < 1:
         raise UserError(f"--replicas must be >= 1, got {args.replicas}")
     if args.replicas > 1 and not args.ray:
@@ -88,7 +96,9 @@ def run(args) -> int:
 
     from elit.serve.app import create_app
     from elit.serve.service import build_services
-    app = create_app(build_services(models, options, device), api_key=args.api_key)
-    print(f"elit serve: http://{args.host}:{args.port}/  (API: POST /v1/images, GET /v1/models, /metrics)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    sock = listen(args.host, args.port)   # a taken port fails now, and the URL printed is the one bound
+    with sock:
+        app = create_app(build_services(models, options, device), api_key=args.api_key)
+        print(f"elit serve: {url(sock)}  (API: POST /v1/images, GET /v1/models, /metrics)", flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level=args.log_level)).run(sockets=[sock])
     return 0

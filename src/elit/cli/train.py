@@ -7,6 +7,7 @@ system.parallel=fsdp); train.global_batch_size is the batch over all processes.
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "train a model from a YAML config (resumable; torchrun-aware)"
 
@@ -24,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from elit.train.config import load_config
-    overrides = list(args.overrides)
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
+    from elit.train.config import flag_overrides
+    overrides = flag_overrides(args.overrides, {"--max-steps": ("train.max_steps", args.max_steps)},
+                               announce=lambda text: print(f"elit train: {text}", file=sys.stderr))
     cfg = load_config(args.config, overrides)
     if args.print_config:
         from elit.train.config import dump_config

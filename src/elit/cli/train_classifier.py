@@ -20,15 +20,29 @@ def add_arguments(parser) -> None:
                         help="torch CPU threads; results are bit-identical only for the same count")
 
 
+def _check_out(path, overwrite: bool = False) -> None:
+    """An existing --out is replaced only if it is a classifier this command trained (its metadata says
+    so): any other .safetensors (a model's weights) is someone's data."""
+    from safetensors import safe_open
+
+    from elit.errors import UserError
+    try:
+        with safe_open(str(path), "pt") as f:
+            note = (f.metadata() or {}).get("note", "")
+    except Exception:   # not a safetensors file
+        note = ""
+    if "FD-FMNIST feature network" not in note:
+        raise UserError(f"--out {path} exists and is not a classifier elit train-classifier wrote; choose another "
+                        f"--out, or move that file")
+
+
 def run(args) -> int:
     import torch
 
-    from elit._lock import exclusive_output
-    from elit.cli._args import output_file
+    from elit._output import guarded_output
     from elit.eval.metrics.classifier import train_classifier
-    out = output_file(args.out, suffix=".safetensors")
     torch.set_num_threads(args.threads)
-    with exclusive_output(out, "elit train-classifier"):
+    with guarded_output(args.out, "elit train-classifier", kind="file", suffix=".safetensors", ours=_check_out) as out:
         info = train_classifier(str(out), epochs=args.epochs, seed=args.seed)
     print(f"saved {info['path']}: test accuracy {info['test_accuracy']:.4f} ({info['seconds']:.0f} s)")
     return 0

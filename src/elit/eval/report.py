@@ -11,6 +11,22 @@ def _guidance_and_scale(row: dict) -> tuple[str, float]:
     return row["guidance"], row["scale"] if row["guidance"] != "none" else 0.0
 
 
+PLOT_SOFTWARE = "elit eval"
+
+
+def check_plot_out(path, overwrite: bool = False) -> None:
+    """An existing --plot is replaced only if elit eval drew it (its PNG says so)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            software = image.info.get("Software")
+    except Exception:   # not an image at all
+        software = None
+    if software != PLOT_SOFTWARE:
+        raise UserError(f"--plot {path} exists and is not a plot elit eval drew; choose another --plot file, or "
+                        f"move that one")
+
+
 def plot_quality_vs_gflops(rows: list[dict], metric: str, path, title: str | None = None) -> pathlib.Path:
     """One curve per (model, guidance, scale): quality vs GFLOPs per image (log x), like the paper's teaser.
     Colour: model and guidance mode; marker: guidance mode; line style and hollow markers: the
@@ -55,7 +71,7 @@ def plot_quality_vs_gflops(rows: list[dict], metric: str, path, title: str | Non
     fig.tight_layout()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata={"Software": PLOT_SOFTWARE})   # lets a rerun know the file is its own
     plt.close(fig)
     return path
 

@@ -115,6 +115,46 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
     return row
 
 
+def read_rows(path) -> list[dict]:
+    """The rows a sweep saved to `path` ([] if there is no file); a UserError if the file holds
+    anything else (an image, someone's JSON, a truncated file), which a sweep must not overwrite."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return []
+    fix = "choose another --json file, or move that one"
+    try:
+        rows = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"--json {path} exists and is not JSON ({type(e).__name__}); elit eval writes and resumes "
+                        f"its own rows file: {fix}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in ROW_KEYS) for r in rows):
+        raise UserError(f"--json {path} holds JSON that is not elit eval's rows (a list of rows with "
+                        f"{', '.join(ROW_KEYS[:3])}, ...); {fix}")
+    return rows
+
+
+def sweep_identity(num: int, seed_start: int, ref) -> dict:
+    """What rows of one sweep share besides their settings: samples per row, first seed, reference.
+    Rows measured under another identity are other measurements, not rows to skip."""
+    text = json.dumps(ref, sort_keys=True, default=str) if isinstance(ref, dict) else str(ref)
+    return {"num": num, "seed_start": seed_start, "ref": text}
+
+
+def check_rows(rows: list[dict], identity: dict, fingerprints: dict | None, path) -> None:
+    """Refuse to resume rows measured with other samples, seeds, reference, or other weights under
+    the same model name (they would be skipped as done and reported as this sweep's). Rows written
+    before these were recorded lack them and are taken as they are."""
+    for r in rows:
+        diff = [f"{k}: {r.get(k, r.get('num_samples') if k == 'num' else None)!r} -> {v!r}"
+                for k, v in identity.items() if r.get(k, r.get("num_samples") if k == "num" else None) not in (None, v)]
+        weights = (fingerprints or {}).get(r.get("model"))
+        if weights and r.get("model_sha256") not in (None, weights):
+            diff.append(f"model {r.get('model')!r}: other weights under the same name")
+        if diff:
+            raise UserError(f"--json {path} holds rows measured with other settings ({'; '.join(diff)}); use another "
+                            f"--json file (or name the models LABEL=DIR), or delete it to measure again")
+
+
 def row_key(row: dict) -> tuple:
     """What makes two rows the same measurement (resuming skips a row whose key is saved)."""
     return tuple(row.get(k) for k in ROW_KEYS)
@@ -128,12 +168,13 @@ def setting_key(label: str, setting: dict, steps: int, sampler: str) -> tuple:
 def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps: int, sampler: str, metrics, ref,
               batch_size: int = 64, json_path=None, progress: bool = True, net_kwargs: dict | None = None,
               seed_start: int = 0, fd_method: str = "sqrtm", decode=None, ref_num: int = 2000,
-              i3d_weights=None, shards=None) -> list[dict]:
+              i3d_weights=None, shards=None, fingerprints: dict | None = None) -> list[dict]:
     """Evaluate every model (label -> model) at its settings: label -> list of settings (see
     `sweep_settings`), or a list of (label, setting) pairs to run in that order. Resume from and
     append to json_path. Video models are measured per frame and with the temporal metrics of
     `elit.eval.video` against `ref_num` reference clips. With `shards` (torchrun) rank 0 measures
-    and writes; the others only generate their batches and return []."""
+    and writes; the others only generate their batches and return []. `fingerprints` (label -> the
+    weights' sha256) lets a resume tell a model from another one of the same name."""
     from elit.eval.video import TEMPORAL_METRICS, is_video_model
     metrics = tuple(metrics)
     videos = {is_video_model(m) for m in models.values()}
@@ -151,6 +192,10 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
                          extractors=None, batch_size=batch_size, progress=False, seed_start=seed_start,
                          decode=decode, shards=shards)
         return []
+    identity = sweep_identity(num, seed_start, ref)
+    path = pathlib.Path(json_path) if json_path else None
+    saved = read_rows(path) if path else []   # every saved row stays in the file
+    check_rows(saved, identity, fingerprints, path)   # before minutes of reference features
     nets = sorted({METRIC_NET[m] for m in metrics if m in METRIC_NET})
     extractors = {n: get_extractor(n, **(net_kwargs or {})) for n in nets}
     need = [n for n in nets if any(METRIC_NET[m] == n for m in metrics if m in NEEDS_FEATURES)]
@@ -160,10 +205,9 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
                                                   i3d_weights, batch_size)
     refs = reference_stats(ref, extractors, need_features=need, batch_size=batch_size, progress=progress)[0] \
         if nets else {}
-    path = pathlib.Path(json_path) if json_path else None
-    rows = json.loads(path.read_text()) if path and path.is_file() else []
-    # A saved row counts as done only if it carries every metric asked for now; others are redone.
-    rows = [r for r in rows if all(r.get(m) is not None for m in metrics)]
+    # A saved row counts as done only if it carries every metric asked for now; others are redone, and
+    # the new values join the row's old ones (an FID measured before must not vanish from the file).
+    rows = [r for r in saved if all(r.get(m) is not None for m in metrics)]
     done = {row_key(r) for r in rows}
     todo = [(label, s) for label, s in pairs
             if setting_key(label, s, steps, sampler) not in done]
@@ -180,13 +224,26 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
                            refs=refs, extractors=extractors, batch_size=batch_size, progress=progress,
                            seed_start=seed_start, fd_method=fd_method, decode=decode, video_refs=video_refs,
                            shards=shards)
-        row = {"model": label, **row}
+        row = {"model": label, **row, **identity, "model_sha256": (fingerprints or {}).get(label)}
+        row = _merge_into(saved, row)
         rows.append(row)
         print("   " + ", ".join(f"{m}={row[m]:.3f}" for m in metrics if row.get(m) is not None)
               + f", {row['gflops_per_image']:.2f} GFLOPs/img", flush=True)
         if path:
-            write_json(path, rows)
+            write_json(path, saved)
     return rows
+
+
+def _merge_into(saved: list[dict], row: dict) -> dict:
+    """Put `row` in `saved`: in place of a saved row of the same key (keeping that row's other
+    metrics and protocols), else at the end. Returns the row as saved."""
+    for i, old in enumerate(saved):
+        if row_key(old) == row_key(row):
+            merged = {**old, **row, "protocols": {**(old.get("protocols") or {}), **(row.get("protocols") or {})}}
+            saved[i] = merged
+            return merged
+    saved.append(row)
+    return row
 
 
 def prepare_video_reference(ref, model, metrics, num, net_kwargs, i3d_weights, batch_size):

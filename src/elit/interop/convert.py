@@ -43,6 +43,9 @@ def resolve_kwargs(source: str, config=None, preset: str | None = None) -> tuple
     notes: list[str] = []
     if preset is not None:
         if preset not in ref.PRESETS:
+            from elit.interop import uvit
+            if preset in uvit.PRESETS:   # names are unique across the sources: point to the right one
+                raise UserError(f"preset {preset!r} is a U-ViT model; use --from uvit")
             near = [n for n in ref.PRESETS if n.split("/")[0] == preset.split("/")[0]] or list(ref.PRESETS)[:12]
             raise UserError(f"unknown preset {preset!r}; e.g. {', '.join(near[:12])} (`elit convert --list-presets`)")
         preset_source, given, origin = ref.PRESETS[preset]

@@ -28,15 +28,21 @@ def read_weights(path) -> tuple[dict, dict]:
     args when the checkpoint has them.
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise UserError(f"weights {path} is a folder; give the checkpoint file in it (.pt, .pth, .safetensors)"
+                        + (" (an elit model folder is converted already: load it with elit.load_pretrained)"
+                           if (path / "config.json").is_file() else ""))
     if not path.is_file():
         raise MissingInputError(f"weights file {path} not found")
     info: dict = {"file": path.name}
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         try:
-            return load_file(str(path)), info
+            state = load_file(str(path))
         except Exception as e:  # safetensors has its own error types for bad headers
             raise UserError(f"cannot read {path} as safetensors: {e}") from None
+        return check_finite(state, path), info
+    _check_torch_file(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -49,6 +55,26 @@ def read_weights(path) -> tuple[dict, dict]:
     except Exception as e:  # truncated or not a torch file at all
         raise UserError(f"cannot read {path} as a PyTorch checkpoint: {type(e).__name__}: {e}") from None
     return unwrap_checkpoint(obj, info)
+
+
+def _check_torch_file(path: pathlib.Path) -> None:
+    """A torch.save file is a zip archive (PK), or a pickle (the PROTO opcode, protocol 2-5, first):
+    anything else is not a checkpoint at all, and must not be reported as one that needs code."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        return
+    raise UserError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle; it starts "
+                    f"with {head!r}) nor a .safetensors file; give the checkpoint file itself")
+
+
+def check_finite(state: dict, where) -> dict:
+    """Refuse weights holding NaN/Inf (a diverged training): every image sampled from them is black."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"the weights in {where} hold NaN/Inf ({len(bad)} tensors, e.g. {', '.join(bad[:3])}): the "
+                        f"training that wrote them diverged; convert an earlier checkpoint")
+    return state
 
 
 def unwrap_checkpoint(obj, info: dict | None = None) -> tuple[dict, dict]:
@@ -76,7 +102,7 @@ def unwrap_checkpoint(obj, info: dict | None = None) -> tuple[dict, dict]:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
             info.setdefault("stripped_prefixes", []).append(prefix)
-    return state, info
+    return check_finite(state, info.get("file", "the checkpoint")), info
 
 
 def read_config_file(path) -> dict:

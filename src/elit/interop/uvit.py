@@ -45,6 +45,9 @@ def resolve_kwargs(config=None, preset: str | None = None) -> tuple[dict, dict]:
         raise UserError("give exactly one of a config (constructor kwargs) or a preset")
     if preset is not None:
         if preset not in PRESETS:
+            from elit.interop.references import PRESETS as OTHERS
+            if preset in OTHERS:   # a DiT / SiT / ELIT-SiT preset given with --from uvit
+                raise UserError(f"preset {preset!r} is a {OTHERS[preset][0]} model; use --from {OTHERS[preset][0]}")
             raise UserError(f"unknown U-ViT preset {preset!r}; available: {', '.join(PRESETS)}")
         given, origin = PRESETS[preset]
         provenance = {"preset": preset, "preset_origin": origin}

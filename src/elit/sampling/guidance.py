@@ -95,6 +95,9 @@ def make_guidance(mode: str = "none", scale=None, w=None, weak_budget=None, inte
     lam = _number(w, "guidance w") - 1.0 if w is not None else _number(scale or 0.0, "guidance scale")
     if mode == "none" and lam != 0.0:
         raise UserError(f"guidance scale {lam:g} given with guidance mode 'none'; pick cfg, ccfg or ag")
+    if mode == "none" and weak_budget is not None:   # else it would be recorded (and echoed) but never run
+        raise UserError(f"weak budget {weak_budget} given with guidance mode 'none', which runs no weak pass; "
+                        f"pick ccfg or ag, or leave the weak budget out")
     if mode == "cfg" and weak_budget is not None:
         raise UserError("cfg runs both passes at the main budget; use ccfg for a cheaper weak budget")
     return Guidance(mode, lam, weak_budget, parse_interval(interval))

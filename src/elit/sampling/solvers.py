@@ -27,6 +27,8 @@ from elit.sampling.plan import RunPlan, plan_run
 
 # ---------------------------------------------------------------------- seeds, labels, noise
 MAX_SEED = 2 ** 63 - 1   # torch.Generator.manual_seed takes a signed 64-bit seed
+# Seeds of one call: a list of them is held in memory and in a sample folder's record (an FID needs 50k).
+MAX_SEEDS = 1_000_000
 
 
 def parse_seeds(seeds) -> list[int]:
@@ -39,15 +41,20 @@ def parse_seeds(seeds) -> list[int]:
                 first, last = int(lo), int(hi) if dash else int(lo)
             except ValueError:
                 raise UserError(f"cannot read seeds {seeds!r}: use e.g. '0-63' or '0-9,20,30-32'") from None
+            if min(first, last) < 0:   # "0--3": a hint to swap the ends would name a negative seed
+                raise UserError(f"seeds must be non-negative, got {part.strip()!r}")
             if last < first:
                 raise UserError(f"seed range {part.strip()!r} is empty: write the smaller seed first, "
                                 f"e.g. '{last}-{first}'")
             if last > MAX_SEED:
                 raise UserError(f"seed {last} is too large; seeds must lie in 0..{MAX_SEED}")
+            _check_count(len(out) + last - first + 1, seeds)   # before the list is built
             out.extend(range(first, last + 1))
         seeds = out
     elif isinstance(seeds, int):
         raise UserError("seeds must be a list or range of ints (one per image), e.g. range(16), not an int")
+    if hasattr(seeds, "__len__"):
+        _check_count(len(seeds), seeds)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise UserError("no seeds given")
@@ -59,6 +66,13 @@ def parse_seeds(seeds) -> list[int]:
         if b <= a:
             raise UserError(f"seeds must be strictly increasing without duplicates; {b} follows {a}")
     return seeds
+
+
+def _check_count(count: int, seeds) -> None:
+    if count > MAX_SEEDS:
+        text = repr(seeds) if isinstance(seeds, str) else f"({type(seeds).__name__})"
+        raise UserError(f"seeds {text} ask for {count:,} images; one call samples at most {MAX_SEEDS:,}: split "
+                        f"the seeds over several calls (elit sample adds later seeds to the same --out folder)")
 
 
 def default_labels(seeds: list[int], num_classes: int) -> list[int] | None:

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from elit.serve.metrics import ServeMetrics
-from elit.serve.requests import FieldError, parse_request
+from elit.serve.requests import MAX_NESTING, FieldError, nesting_depth, parse_request
 from elit.serve.scheduler import Overloaded
 
 PAGE = pathlib.Path(__file__).with_name("page")
@@ -66,6 +66,15 @@ async def _read_body(request: Request, cap: int) -> bytes:
 
 def _no_constants(name):
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _unique_fields(pairs):
+    """An object whose field repeats is refused: which value counts would be the parser's choice."""
+    names = [k for k, _ in pairs]
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:
+        raise ValueError(f"field {twice[0]!r} is given twice; give it once")
+    return dict(pairs)
 
 
 def create_app(services, *, api_key: str | None = None, metrics: ServeMetrics | None = None,
@@ -119,9 +128,12 @@ def create_app(services, *, api_key: str | None = None, metrics: ServeMetrics | 
         try:
             check_key(request)
             body = await _read_body(request, limits.max_body_bytes)
+            if nesting_depth(body) > MAX_NESTING:   # json.loads recurses: 4,000 brackets were a 500
+                raise FieldError("body", f"JSON nested more than {MAX_NESTING} levels deep; the request is one "
+                                         f"object of fields", 400)
             try:
-                data = json.loads(body or b"null", parse_constant=_no_constants)
-            except (ValueError, UnicodeDecodeError) as e:
+                data = json.loads(body or b"null", parse_constant=_no_constants, object_pairs_hook=_unique_fields)
+            except (ValueError, UnicodeDecodeError, RecursionError) as e:
                 raise FieldError("body", f"malformed JSON: {e}", 400) from None
             req = parse_request(data)
             name = req.model or name
@@ -142,7 +154,9 @@ def create_app(services, *, api_key: str | None = None, metrics: ServeMetrics | 
         png = [await run_in_threadpool(encode_png, result.images)] if req.format == "png" else \
             await run_in_threadpool(lambda: [encode_png(im[None]) for im in result.images])
         s = job.settings
-        weak = s.weak_budget if s.weak_budget is not None or s.guidance not in ("ccfg", "ag") else service.budgets[0]
+        # the weak pass's budget, only where one runs (ccfg / ag with a nonzero scale)
+        weak = (s.weak_budget if s.weak_budget is not None else service.budgets[0]) \
+            if s.guidance in ("ccfg", "ag") and s.scale else None
         facts = {"model": name, "budget": result.budget, "steps": result.steps, "guidance": s.guidance,
                  "scale": s.scale, "weak_budget": weak, "gflops_per_image": round(result.gflops_per_image, 4),
                  "queue_wait_ms": round(1000 * result.queue_wait, 2), "compute_ms": round(1000 * result.compute, 2),

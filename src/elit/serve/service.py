@@ -137,8 +137,9 @@ class ModelService:
             raise FieldError("budget", f"{budget} is out of range: this model takes {valid}; or give deadline_ms")
         if req.deadline_ms is not None and not (math.isfinite(req.deadline_ms) and 0 < req.deadline_ms <= lim.max_deadline_ms):
             raise FieldError("deadline_ms", f"must be a number in (0, {lim.max_deadline_ms:g}], got {req.deadline_ms}")
-        if req.scale is not None and not math.isfinite(req.scale):
-            raise FieldError("scale", f"must be a finite number (lambda, 0 = no guidance), got {req.scale}")
+        if req.scale is not None and not (math.isfinite(req.scale) and 0 <= req.scale <= lim.max_scale):
+            raise FieldError("scale", f"must lie in [0, {lim.max_scale:g}] (lambda: 0 = no guidance, w = 1 + lambda; "
+                                      f"this server's cap), got {req.scale:g}")
         if req.weak_budget is not None and req.weak_budget not in self.budgets:
             raise FieldError("weak_budget", f"{req.weak_budget} is not a budget of this model ({self.budgets})")
         seeds = list(range(req.seed, req.seed + req.num_images))
@@ -157,8 +158,15 @@ class ModelService:
     def run_batch(self, settings: Settings, option: Option, seeds, labels):
         from elit.sampling import sample_batch
         from elit.viz import to_uint8
+        import torch
         images = sample_batch(self.model, seeds, labels, self.ladder.plan(settings, option))
-        return to_uint8(self.decode(images) if self.decode is not None else images)
+        images = self.decode(images) if self.decode is not None else images
+        if not bool(torch.isfinite(images).all()):   # else to_uint8 draws NaN as an all-black PNG, answered 200
+            if settings.guidance != "none" and settings.scale:
+                raise FieldError("scale", f"the guided samples overflowed to NaN/Inf at scale {settings.scale:g}; "
+                                          f"use a smaller scale")
+            raise RuntimeError("the model produced NaN/Inf samples: its weights are broken or overflow")
+        return to_uint8(images)
 
     # ------------------------------------------------------------------ what /v1/models says
     def option(self, guidance: str, budget, steps: int | None = None) -> Option | None:

@@ -55,6 +55,12 @@ def remove_stale_temporaries(out) -> None:
             p.unlink(missing_ok=True)
 
 
+def newest_checkpoint(out) -> tuple[pathlib.Path, dict] | None:
+    """(path, state) of the newest complete checkpoint in run folder `out`, or None."""
+    found = list_checkpoints(out)
+    return (found[-1], load_checkpoint(found[-1])) if found else None
+
+
 def load_checkpoint(path: pathlib.Path) -> dict:
     """Read a checkpoint; a damaged file is a ValueError that names it and says how to recover."""
     path = pathlib.Path(path)

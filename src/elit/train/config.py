@@ -103,6 +103,32 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in _PRESET_DIR.iterdir() if p.name.endswith(".yaml"))
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping that sets one key twice (the message names it and both lines)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a mapping that repeats a key is an error: YAML keeps the last one
+    silently, so `lr` written twice would train with whichever came second."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue   # `<<: *base` merges are meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKeyError(None, None, f"key {key!r} is set twice in one mapping (lines {seen[key]} "
+                                                    f"and {line}); keep one", key_node.start_mark)
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def read_yaml(name_or_file: str) -> dict:
     path = pathlib.Path(name_or_file)
     if path.is_file():
@@ -113,7 +139,9 @@ def read_yaml(name_or_file: str) -> dict:
         raise MissingInputError(f"config {name_or_file!r} is neither a file nor a built-in preset; "
                                 f"presets: {', '.join(list_presets())}")
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = _load_yaml(text) or {}
+    except DuplicateKeyError as e:
+        raise UserError(f"config {name_or_file!r}: {e.problem}") from None
     except yaml.YAMLError as e:
         raise UserError(f"config {name_or_file!r} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
@@ -122,7 +150,12 @@ def read_yaml(name_or_file: str) -> dict:
 
 
 def _parse_value(text: str):
-    value = yaml.safe_load(text) if text != "" else None
+    try:
+        value = _load_yaml(text) if text != "" else None
+    except DuplicateKeyError as e:
+        raise UserError(f"its value: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"its value is not valid YAML: {' '.join(str(e).split())}") from None
     if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string; numbers should be numbers
         try:
             return float(value)
@@ -134,6 +167,7 @@ def _parse_value(text: str):
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """`section.key=value` pairs (value parsed as YAML) set into a copy of `raw`."""
     raw = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in raw.items()}
+    seen: dict[str, object] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         parts = key.split(".")
@@ -143,8 +177,43 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         section, name = parts
         if section not in TOP_LEVEL:
             raise UserError(f"unknown config section {section!r} in override {item!r}; valid: {', '.join(TOP_LEVEL)}")
-        raw.setdefault(section, {})[name] = _parse_value(text)
+        try:
+            value = _parse_value(text)
+        except UserError as e:
+            raise UserError(f"override {item!r}: {e}") from None
+        if key in seen:   # the later one wins (a script's base settings, then the user's); the earlier
+            _check_alone(section, name, seen[key])   # one is still checked, never silently dropped
+        seen[key] = value
+        raw.setdefault(section, {})[name] = value
     return raw
+
+
+def _check_alone(section: str, name: str, value) -> None:
+    """The type checks of one train/log/system value on its own (for a value a later override replaces)."""
+    if section in SECTIONS:
+        _check_types(build_dataclass(SECTIONS[section], {name: value}, section), section)
+
+
+def check_flags(overrides: list[str], flags: dict[str, tuple[str, object]], announce=None) -> None:
+    """How flags and overrides merge. A flag is a shorthand for a key ({"--max-steps": ("train.max_steps",
+    5)}, value None = not given); since flags and overrides may come in any order, a flag and an
+    override of the same key are refused (which one wins would be a guess). Two overrides of one key
+    apply left to right, the later winning, and `announce(text)` is told."""
+    seen: dict[str, str] = {}
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key in seen and announce is not None and seen[key] != item:
+            announce(f"{item} replaces {seen[key]} given before it (the last override of a key wins)")
+        seen[key] = item
+    for flag, (key, value) in flags.items():
+        if value is not None and key in seen:
+            raise UserError(f"{key} is set twice ({flag} {value} and {seen[key]}); give it once")
+
+
+def flag_overrides(overrides: list[str], flags: dict[str, tuple[str, object]], announce=None) -> list[str]:
+    """The overrides plus the given flags as overrides, after `check_flags`."""
+    check_flags(overrides, flags, announce)
+    return list(overrides) + [f"{key}={value}" for key, value in flags.values() if value is not None]
 
 
 def resolve_config(raw: dict) -> RunConfig:

@@ -32,8 +32,8 @@ from elit._io import read_json, write_json
 from elit.errors import MissingInputError, UserError
 from elit.flow.distill import Teacher, distill_loss
 from elit.flow.vp import VPSchedule
-from elit.model import ELITModel, ModelConfig
-from elit.model.config import build_dataclass
+from elit.model import MODEL_PRESETS, ELITModel, ModelConfig
+from elit.model.config import LEGACY_TRAINING_FIELDS, build_dataclass
 from elit.train import distributed as D
 from elit.train.config import SECTIONS, RunConfig, apply_overrides, check_settings, list_presets, read_yaml
 from elit.train.trainer import Trainer
@@ -87,7 +87,12 @@ def teacher_config(path, input_size: int | None = None, text_tokens: int | None 
     from elit.interop.diffusers import elastic_config
     meta = read_json(pathlib.Path(path) / "config.json", "teacher config")
     stand_in = type(meta["_class_name"], (), {"config": meta})()   # from_transformer reads .config only
-    return elastic_config(stand_in, elit=False, input_size=input_size, text_tokens=text_tokens)
+    try:
+        return elastic_config(stand_in, elit=False, input_size=input_size, text_tokens=text_tokens)
+    except (KeyError, TypeError) as e:   # a hand-made or truncated config.json, not a bug of ours
+        what = f"lacks {e}" if isinstance(e, KeyError) else f"has a value of the wrong type ({e})"
+        raise UserError(f"teacher {path}/config.json {what}: it is not a complete diffusers {meta['_class_name']} "
+                        f"config; point --teacher at the transformer folder diffusers saved") from None
 
 
 def load_teacher(path, config: ModelConfig, dtype: torch.dtype = torch.float32) -> ELITModel:
@@ -119,6 +124,34 @@ def student_model(teacher: ELITModel, config: ModelConfig) -> ELITModel:
 
 
 # ----------------------------------------------------------------------------- the config
+def elit_settings(plain: ModelConfig, model_raw: dict, config_name: str) -> dict:
+    """The `model:` keys a student takes from the config: the ELIT settings. The teacher fixes the
+    backbone, so a backbone key (a training preset has them all) must agree with the teacher and is
+    then dropped; elit and prediction are the student's by definition (true, velocity)."""
+    model_raw = dict(model_raw)
+    preset = model_raw.pop("preset", None)
+    if preset is not None:
+        if preset not in MODEL_PRESETS:
+            raise UserError(f"unknown model preset model.preset={preset!r}; available: {', '.join(MODEL_PRESETS)}")
+        model_raw = {**MODEL_PRESETS[preset], **model_raw}
+    if model_raw.pop("elit", True) is not True:
+        raise UserError(f"config {config_name!r} sets model.elit to false, but fine-tuning makes an ELIT model; "
+                        f"drop model.elit")
+    prediction = model_raw.pop("prediction", "velocity")
+    if prediction != "velocity":
+        raise UserError(f"config {config_name!r} sets model.prediction={prediction!r}; the student predicts "
+                        f"velocity (an epsilon teacher is distilled into one): drop model.prediction")
+    teacher = plain.flat()
+    clash = [k for k in model_raw if k in teacher and k != "elit" and model_raw[k] != teacher[k]]
+    if clash:
+        k = clash[0]
+        raise UserError(f"config {config_name!r} sets model.{k}={model_raw[k]!r} but the teacher has {teacher[k]!r}: "
+                        f"the teacher fixes the backbone, and a fine-tuning config's model section holds only the "
+                        f"ELIT settings (head_depth, tail_depth, window, min_budget, ...); drop model.{k}"
+                        + (f" (and {len(clash) - 1} more: {', '.join(clash[1:4])})" if len(clash) > 1 else ""))
+    return {k: v for k, v in model_raw.items() if k not in teacher}
+
+
 def load_finetune_config(name_or_file: str, overrides: list[str] = (),
                          teacher: str | None = None) -> tuple[RunConfig, FinetuneSettings]:
     """A fine-tuning YAML (+ `section.key=value` overrides, `finetune.*` included) -> configs."""
@@ -149,7 +182,15 @@ def load_finetune_config(name_or_file: str, overrides: list[str] = (),
     if unknown:
         raise UserError(f"unknown config section {unknown[0]!r}; valid: model, data, train, log, system, finetune")
     model_raw = dict(raw.get("model") or {})
-    plain = teacher_config(ft.teacher, model_raw.pop("input_size", None), model_raw.pop("text_tokens", None))
+    for name in LEGACY_TRAINING_FIELDS:   # a training config may keep the class dropout under model:
+        if name in model_raw:
+            raw["train"] = {**(raw.get("train") or {})}
+            raw["train"].setdefault(name, model_raw.pop(name))
+    size = model_raw.pop("input_size", None)
+    plain = teacher_config(ft.teacher, size, model_raw.pop("text_tokens", None))
+    if size is not None:   # a diffusers teacher was built at it; an elit teacher has its own: compared below
+        model_raw["input_size"] = size
+    model_raw = elit_settings(plain, model_raw, name_or_file)
     from elit.model.positions import resolve_latent_pos     # the pretrained default where none is given
     model_raw["latent_pos"] = resolve_latent_pos(model_raw.get("latent_pos"), uses_rope=plain.backbone.uses_rope,
                                                  pretrained=True, token_positions=plain.adapter.token_positions(plain.backbone))
@@ -217,11 +258,19 @@ class FinetuneTrainer(Trainer):
 
 def finetune(cfg: RunConfig, ft: FinetuneSettings, out) -> dict:
     """Fine-tune (or resume) the run in folder `out`; returns what `elit.train.train` returns."""
+    import contextlib
     import gc
+
+    from elit._lock import exclusive_output
+    from elit.train.run_folder import check_run_folder
     env = D.init_distributed(cfg.system.device)
     try:
-        trainer = FinetuneTrainer(cfg, ft, out, env)
-        result = trainer.run()
+        with contextlib.ExitStack() as stack:
+            if env.is_main:   # as elit train: one process per run folder, someone else's folder refused
+                stack.enter_context(exclusive_output(out, "elit finetune"))
+                check_run_folder(out, cfg.to_dict())
+            trainer = FinetuneTrainer(cfg, ft, out, env)
+            result = trainer.run()
     except BaseException:
         D.abort()
         raise

@@ -17,7 +17,8 @@ from elit.errors import UserError
 from elit.train.checkpoint import list_checkpoints
 
 # budget_grid.png: what scripts/main_job.sh writes into its run folder after training.
-RUN_ENTRIES = ("config.yaml", "log.jsonl", "checkpoints", "samples", "model", "tensorboard", "budget_grid.png")
+RUN_ENTRIES = ("config.yaml", "log.jsonl", "checkpoints", "samples", "model", "tensorboard", "budget_grid.png",
+               "finetune.json")   # elit finetune's record of its teacher
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from elit._io import write_text
 from elit._lock import exclusive_output
-from elit._threads import ThroughputWatch, set_threads
+from elit._threads import ThroughputWatch, set_run_threads
 from elit.data import build_dataset, infinite_batches
 from elit.data.seeding import derive_seed
 from elit.errors import UserError
@@ -32,7 +32,7 @@ from elit.model import ELITModel, ModelConfig, TextCondition, compile_blocks
 from elit.model.grouping import check_grid
 from elit.train import distributed as D
 from elit.train.budgets import TrainingBudgets
-from elit.train.checkpoint import list_checkpoints, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from elit.train.checkpoint import list_checkpoints, newest_checkpoint, remove_stale_temporaries, save_checkpoint
 from elit.train.config import RunConfig, dump_config
 from elit.train.ema import EMA
 from elit.train.logger import LossStats, RunLog
@@ -99,10 +99,16 @@ class Trainer:
     def __init__(self, cfg: RunConfig, out, env: D.DistEnv):
         self.cfg, self.env, self.out = cfg, env, pathlib.Path(out)
         sy, tr = cfg.system, cfg.train
+        # The run's newest checkpoint, read first: a resume that cannot work is refused by its real
+        # reason (another model, a step beyond max_steps) before anything derived from them is checked.
+        self.previous = newest_checkpoint(self.out)
+        if self.previous is not None:
+            self._check_resumable(*self.previous)
         if env.device.type == "cpu":
             local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-            set_threads(sy.threads, local, announce=(lambda text: print(f"elit train: {text} (system.threads)"))
-                        if env.is_main else None)
+            recorded = self.previous[1].get("threads") if self.previous is not None else None
+            set_run_threads(sy.threads, recorded, local, announce=(lambda text: print(f"elit train: {text}"))
+                            if env.is_main else None)
         if env.device.type == "cuda" and sy.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -185,7 +191,8 @@ class Trainer:
         return {"model": D.model_state(self.model), "ema": self.ema.full_state(),
                 "optimizer": D.optimizer_state(self.model, self.optimizer),
                 "scheduler": self.lr_schedule.state_dict(), "rng": rng, "data": self.loader.state_dict(),
-                "fsdp": D.is_fsdp(self.model), "config": self.cfg.to_dict()}
+                "fsdp": D.is_fsdp(self.model), "config": self.cfg.to_dict(),
+                "threads": torch.get_num_threads()}   # a resume keeps it (see set_run_threads)
 
     def save(self) -> None:
         state = self.state()
@@ -193,16 +200,20 @@ class Trainer:
             save_checkpoint(self.out, self.step, state, self.cfg.log.keep_last)
         D.barrier()
 
-    def resume(self) -> bool:
-        found = list_checkpoints(self.out)
-        if not found:
-            return False
-        path = found[-1]
-        ckpt = load_checkpoint(path)
+    def _check_resumable(self, path: pathlib.Path, ckpt: dict) -> None:
         old, new = ModelConfig.from_dict(ckpt["config"]["model"]).flat(), self.cfg.model.flat()
         if old != new:
             raise UserError(f"{self.out} holds a run of a different model ({'; '.join(_config_diff(old, new))}); "
                              f"restore those model settings to resume, or use a new --out to start a new run")
+        step, wanted = int(ckpt["step"]), self.cfg.train.max_steps
+        if wanted < step:   # else the exported config would say max_steps beside a later step
+            raise UserError(f"{self.out} is at step {step} already ({path.name}); train.max_steps={wanted} is below "
+                             f"it: give --max-steps {step} or more to go on, or use a new --out")
+
+    def resume(self) -> bool:
+        if self.previous is None:
+            return False
+        (path, ckpt), self.previous = self.previous, None   # the loaded state is not kept beyond the resume
         if ckpt["fsdp"] != D.is_fsdp(self.model):
             was = "fsdp" if ckpt["fsdp"] else "ddp/single-process"
             raise UserError(f"checkpoint {path.name} was written by a {was} run; resume it with the same "

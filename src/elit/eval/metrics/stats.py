@@ -164,6 +164,23 @@ def save_stats(path: str | os.PathLike, stats: FeatureStats) -> None:
         np.savez(f, **arrays)
 
 
+STATS_KEYS = ("mu", "sigma", "num", "feature_net", "protocol", "features")   # what save_stats writes
+
+
+def written_by_save_stats(path: str | os.PathLike) -> str | None:
+    """None if `path` is statistics `save_stats` wrote (tagged with its feature network); else what
+    it holds instead, in words (so a command can refuse to overwrite it)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = list(f.files)
+    except Exception as e:   # not an .npz at all (a zip error, a pickle, text)
+        return f"it is not an .npz archive: {type(e).__name__}"
+    if "feature_net" not in keys or not set(keys) <= set(STATS_KEYS):
+        return f"it holds arrays {keys[:6]}" + (": images, as in an ADM batch or elit sample --npz" if "arr_0" in keys
+                                                else "")
+    return None
+
+
 def is_stats_file(path: str | os.PathLike) -> bool:
     with np.load(path) as f:
         return "mu" in f.files and "sigma" in f.files
