@@ -15,6 +15,7 @@ import torch
 import elit
 from elit.cost import analytic_gflops, measured_gflops
 from elit.model import ELITModel, preset_config
+from elit.model.config import section_parts
 from elit.model.interface import group_tokens
 
 
@@ -43,7 +44,11 @@ class BackboneSuite:
 
     # ------------------------------------------------------------------ helpers
     def config(self, preset=None, **kw):
-        return preset_config(preset or self.preset, **{**self.tiny, **kw})
+        preset = preset or self.preset
+        fields = {**self.tiny, **kw}
+        if not preset_config(preset).elastic:   # a plain preset takes the tiny backbone fields only
+            fields = {k: v for k, v in fields.items() if section_parts({k: v})["backbone"]}
+        return preset_config(preset, **fields)
 
     def model(self, seed=0, keep_zero=(), **kw) -> ELITModel:
         torch.manual_seed(seed)

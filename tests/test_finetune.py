@@ -182,7 +182,7 @@ def test_a_training_preset_configures_a_student_of_a_matching_teacher(tmp_path, 
     elit.save_pretrained(elit.ELITModel(preset.override(elit=False, hidden_size=32, num_heads=2)), small)
     assert main(["finetune", "--teacher", str(small), "--config", "fmnist-elit-dit", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert "sets model.hidden_size=64 but the teacher has 32" in err and "(and 1 more: num_heads)" in err
+    assert "sets model.backbone.hidden_size=64 but the teacher has 32" in err and "(and 1 more: num_heads)" in err
     assert not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match="--teacher .* and finetune.teacher"):
         from elit.train.config import check_flags

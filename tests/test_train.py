@@ -20,7 +20,8 @@ TINY = ["model.hidden_size=32", "model.depth=3", "model.num_heads=2", "model.hea
 
 
 def train_cli(out, *extra, config="fmnist-elit-dit", steps=10):
-    return elit_main(["train", "--config", config, "--out", str(out), "--max-steps", str(steps), *TINY, *extra])
+    tiny = TINY if "elit" in config else [o for o in TINY if "_depth=" not in o or "model.depth" in o]  # a plain DiT has no split
+    return elit_main(["train", "--config", config, "--out", str(out), "--max-steps", str(steps), *tiny, *extra])
 
 
 def read_log(out):
@@ -47,7 +48,7 @@ def test_overrides_beat_the_file_and_unknown_keys_are_named():
     assert cfg.log.sample_budgets == [1, 4]
     with pytest.raises(ValueError, match=r"train\.lrr.*valid keys in 'train':.*\blr\b"):
         load_config("fmnist-elit-dit", ["train.lrr=1"])
-    with pytest.raises(ValueError, match=r"model\.widht.*hidden_size"):
+    with pytest.raises(ValueError, match=r"model\.backbone\.widht.*hidden_size"):
         load_config("fmnist-elit-dit", ["model.widht=1"])
     with pytest.raises(ValueError, match="unknown config section"):
         load_config("fmnist-elit-dit", ["optim.lr=1"])
@@ -109,7 +110,7 @@ def test_loss_decreases_on_fashion_mnist(tmp_path):
     assert set(rec) >= {"step", "loss", "loss_t", "loss_budget", "lr", "images_per_s"}
     assert all(1 <= int(b) <= 16 for b in rec["loss_budget"]) and len(rec["loss_t"]) >= 2
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["train"]["max_steps"] == 40 and saved["model"]["hidden_size"] == 32
+    assert saved["train"]["max_steps"] == 40 and saved["model"]["backbone"]["hidden_size"] == 32   # one spelling
     assert (out / "samples" / "step-0000040.png").is_file()
 
 

@@ -88,7 +88,7 @@ def test_foreign_folders_are_refused_and_nothing_is_written(tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     assert train_cli(run, steps=2) == 2
     err = capsys.readouterr().err
-    assert "holds another run" in err and "model.hidden_size: 48 -> 32" in err
+    assert "holds another run" in err and "model.backbone.hidden_size: 48 -> 32" in err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     (tmp_path / "afile").write_text("x")
     assert train_cli(tmp_path / "afile", steps=2) == 2

@@ -54,7 +54,8 @@ def read_config(path) -> tuple[ModelConfig, dict]:
         raise UserError(f"{cfg_file} is not an elit model config (format {found!r}, expected one of "
                         f"{list(READABLE_FORMATS)})")
     try:
-        return ModelConfig.from_dict(meta["model"]), meta
+        read = ModelConfig.from_flat if meta["format"] == "elit-model/1" else ModelConfig.from_dict
+        return read(meta["model"]), meta
     except ValueError as e:
         raise UserError(f"{cfg_file}: {e}") from None
 

@@ -113,7 +113,7 @@ def model_config(source: str, kw: dict, min_budget: int | None = None) -> tuple[
     grid = kw["input_size"] // p
     cfg = dict(backbone="dit", input_size=kw["input_size"], in_channels=kw["in_channels"], patch_size=p,
                hidden_size=d, depth=depth, num_heads=kw["num_heads"], mlp_ratio=float(kw["mlp_ratio"]),
-               num_classes=kw["num_classes"], class_dropout_prob=float(kw["class_dropout_prob"]),
+               num_classes=kw["num_classes"],
                learn_sigma=bool(source == "dit" and kw["learn_sigma"]), qk_norm=False, rope=False,
                pos_embed="sincos", time_scale=1000.0 if source == "dit" else 1.0, elit=False,
                prediction="epsilon" if source == "dit" else "velocity")
@@ -187,7 +187,7 @@ def convert_checkpoint(source: str, weights, config=None, preset: str | None = N
     if "args" in info:
         check_args(source, kw, info["args"], notes)
     mapped = check_state(source, kw, state, notes)
-    model = ELITModel(ModelConfig.from_dict(cfg))
+    model = ELITModel(ModelConfig.from_fields(**cfg))
     model.load_state_dict(mapped, strict=True)  # the layout check above guarantees a full match
     model.eval()
     model.conversion = {

@@ -62,17 +62,18 @@ def elastic_config(transformer, head_depth=None, tail_depth=None, window=None, e
     args_cls = adapter_for(type(transformer).__name__).args_class
     given = {k: v for k, v in (("input_size", input_size), ("text_tokens", text_tokens)) if v is not None}
     args = args_cls.from_transformer(transformer, **given)
-    flat = {"backbone": args_cls.name, **{k: v for k, v in args.to_dict().items() if k != "name"}, "elit": elit}
+    config = {"backbone": args.to_dict(), "interface": None, "split": None}
     if elit:
         side = max(1, round(args.depth * 8 / 60))
-        flat.update(head_depth=side if head_depth is None else head_depth,
-                    tail_depth=side if tail_depth is None else tail_depth,
-                    window=None if window is None else list(window), **interface)
-        flat["latent_pos"] = resolve_latent_pos(flat.get("latent_pos"), uses_rope=args.uses_rope, pretrained=True,
-                                                token_positions=adapter_for(type(transformer).__name__).token_positions(args))
+        config["split"] = {"head": side if head_depth is None else head_depth,
+                           "tail": side if tail_depth is None else tail_depth}
+        config["interface"] = {"window": None if window is None else list(window), **interface}
+        config["interface"]["latent_pos"] = resolve_latent_pos(
+            interface.get("latent_pos"), uses_rope=args.uses_rope, pretrained=True,
+            token_positions=adapter_for(type(transformer).__name__).token_positions(args))
     elif head_depth is not None or tail_depth is not None or window is not None or interface:
         raise UserError("elit=False builds the plain transformer: give no head/tail depth, window or interface option")
-    return ModelConfig.from_dict(flat)
+    return ModelConfig.from_dict(config)
 
 
 def make_elastic(transformer, head_depth=None, tail_depth=None, window=None, *, elit: bool = True,

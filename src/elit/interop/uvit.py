@@ -71,7 +71,7 @@ def resolve_kwargs(config=None, preset: str | None = None) -> tuple[dict, dict]:
 
 
 def model_config(kw: dict) -> dict:
-    """Our flat config for UViT kwargs (a plain `uvit-original` backbone)."""
+    """Our config's fields (keyword names) for UViT kwargs (a plain `uvit-original` backbone)."""
     if kw["img_size"] % kw["patch_size"]:
         raise UserError(f"img_size {kw['img_size']} is not a multiple of patch_size {kw['patch_size']}")
     if kw["depth"] % 2:
@@ -104,7 +104,7 @@ def our_key(key: str, half: int) -> str:
 def convert(weights, config=None, preset: str | None = None) -> ELITModel:
     """A baofff/U-ViT checkpoint -> our plain `uvit-original` model (eval mode), checked key by key."""
     kw, provenance = resolve_kwargs(config, preset)
-    cfg = ModelConfig.from_dict(model_config(kw))
+    cfg = ModelConfig.from_fields(**model_config(kw))
     if isinstance(weights, (str, pathlib.Path)):
         state, info = read_weights(weights)
         info["sha256"] = file_sha256(weights)

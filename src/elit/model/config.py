@@ -4,11 +4,16 @@
                 split=Split(head=2, tail=2))         # ELIT-DiT-S/2; interface=None: the plain DiT
 
 Derived values (the window at build size, J, the budget space, the block layout) are properties,
-computed in one place. Two spellings convert to it:
-- the structured dict of `to_dict()` (config.json of a saved model, format elit-model/2);
-- a flat dict (YAML `model:` sections, `create_model(name, **overrides)`, model folders written
-  before the redesign): backbone fields by name, `elit`, `head_depth`, `tail_depth`, and the
-  interface fields, two of them prefixed (`interface_qk_norm`, `interface_mlp_bias`).
+computed in one place. The one spelling is the structured dict of `to_dict()`, nested by part:
+    {"backbone": {"name": "dit", "hidden_size": 384, ...}, "interface": {"window": [4, 4], ...},
+     "split": {"head": 2, "tail": 2}}
+(config.json of a saved model, the `model:` section of a YAML config, `model.interface.qk_norm=head`
+on the command line). Keyword names are its shorthand, one function (`section_parts`) places them:
+`create_model(name, hidden_size=96)`, `config.override(head_depth=1, window=[2, 2])`,
+`model.hidden_size=96`: backbone fields by name, `elit`, `head_depth` / `tail_depth` (the split), and
+the interface fields, the two that clash with backbone fields prefixed (`interface_qk_norm`,
+`interface_mlp_bias`). The flat form of files written before 0.3 (YAML model sections, model folders
+of format elit-model/1) is read at their edge by `from_flat`.
 """
 from __future__ import annotations
 
@@ -147,9 +152,10 @@ class ModelConfig:
         """The config a model built for another input size gets (window and J follow when unset)."""
         return dataclasses.replace(self, backbone=dataclasses.replace(self.backbone, input_size=input_size))
 
-    def override(self, **flat) -> "ModelConfig":
-        """A copy with flat fields replaced (e.g. hidden_size=96, window=[2, 2], elit=False)."""
-        return ModelConfig.from_dict({**self.flat(), **flat})
+    def override(self, **fields) -> "ModelConfig":
+        """A copy with fields replaced, by keyword name (hidden_size=96, window=[2, 2], elit=False) or by
+        part (interface={"qk_norm": "head"}); see `section_parts`."""
+        return build_config(section_parts(fields), base=self)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict:
@@ -158,23 +164,20 @@ class ModelConfig:
                 "interface": None if self.interface is None else _listify(dataclasses.asdict(self.interface)),
                 "split": None if self.split is None else dataclasses.asdict(self.split)}
 
-    def flat(self) -> dict:
-        """The flat form (YAML `model:` sections and keyword overrides)."""
-        out = {"backbone": type(self.backbone).name,
-               **{k: v for k, v in self.backbone.to_dict().items() if k != "name"}, "elit": self.elastic}
-        if self.interface is not None:
-            out.update({flat: getattr(self.split, name) for flat, name in _FLAT_SPLIT.items()})
-            out.update({flat: getattr(self.interface, name) for flat, name in _FLAT_INTERFACE.items()})
-        return _listify(out)
+    @classmethod
+    def from_fields(cls, **fields) -> "ModelConfig":
+        """A config from keyword names (see `section_parts`) on a DiT with the class defaults."""
+        return build_config(section_parts(fields))
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """Structured (`to_dict`) or flat (see the module docstring) -> ModelConfig."""
+        """The structured dict of `to_dict()` -> ModelConfig (a flat dict is refused: see from_flat)."""
         if not isinstance(d, dict):
             raise UserError(f"a model config must be a mapping, got {type(d).__name__}")
-        if isinstance(d.get("backbone"), dict):
-            return cls._from_structured(d)
-        return cls._from_flat(d)
+        if not isinstance(d.get("backbone"), dict):
+            raise UserError("a model config is a mapping of backbone, interface and split (config.json's "
+                            f"'model'); got the keys {sorted(d)[:6]}: a flat one is read by ModelConfig.from_flat")
+        return cls._from_structured(d)
 
     @classmethod
     def _from_structured(cls, d: dict) -> "ModelConfig":
@@ -185,12 +188,17 @@ class ModelConfig:
         args_cls = _args_class(bb.pop("name", "dit"))
         interface = d.get("interface")
         split = d.get("split")
-        return cls(backbone=build_dataclass(args_cls, bb, "backbone"),
-                   interface=None if interface is None else build_dataclass(InterfaceConfig, interface, "interface"),
-                   split=None if split is None else build_dataclass(Split, split, "split"))
+        return cls(backbone=build_dataclass(args_cls, bb, "model.backbone"),
+                   interface=None if interface is None else build_dataclass(InterfaceConfig, interface, "model.interface"),
+                   split=None if split is None else build_dataclass(Split, split, "model.split"))
 
     @classmethod
-    def _from_flat(cls, d: dict) -> "ModelConfig":
+    def from_flat(cls, d: dict) -> "ModelConfig":
+        """The flat dict of files written before 0.3 (YAML model sections, model folders of format
+        elit-model/1): backbone fields by name, `elit` (default true), head_depth / tail_depth, and
+        the interface fields. Read at those files' edge only."""
+        if not isinstance(d, dict):
+            raise UserError(f"a model config must be a mapping, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k not in LEGACY_TRAINING_FIELDS}
         args_cls = _args_class(d.pop("backbone", "dit"))
         elastic = d.pop("elit", True)
@@ -209,6 +217,98 @@ class ModelConfig:
         split = {name: d.get(flat, 2) for flat, name in _FLAT_SPLIT.items()}
         return cls(backbone=backbone, interface=build_dataclass(InterfaceConfig, interface, "model"),
                    split=build_dataclass(Split, split, "model"))
+
+
+PARTS = ("backbone", "interface", "split")
+
+
+def section_parts(section: dict) -> dict:
+    """A model section in the nested spelling, keyword names, or both (a YAML section and the command
+    line's `model.key=value`) -> {"preset", "elit", "backbone": {...}, "interface": {...}, "split": {...},
+    "nested": bool}: every field in its part. A field given twice with two values is refused."""
+    if not isinstance(section, dict):
+        raise UserError(f"a model section must be a mapping, got {section!r}")
+    out = {"preset": None, "elit": None, "backbone": {}, "interface": {}, "split": {},
+           "nested": any(k in PARTS for k in section)}
+    placed, plain = {}, False
+
+    def put(part, name, value, given):
+        if (part, name) in placed and placed[part, name][0] != value:
+            raise UserError(f"model {part}.{name} is given twice, as {placed[part, name][1]}="
+                            f"{placed[part, name][0]!r} and as {given}={value!r}; give it once")
+        placed[part, name] = (value, given)
+        out[part][name] = value
+
+    for key, value in section.items():
+        if key == "preset":
+            out["preset"] = value
+        elif key == "elit":
+            if not isinstance(value, bool):
+                raise UserError(f"model.elit must be true or false, got {value!r}")
+            out["elit"] = value
+        elif key == "backbone" and isinstance(value, str):
+            put("backbone", "name", value, "backbone")
+        elif key in ("interface", "split") and value is None:    # to_dict()'s plain model
+            plain = True
+        elif key in PARTS:
+            if not isinstance(value, dict):
+                raise UserError(f"model.{key} must be a mapping of its fields, got {value!r}")
+            for name, v in value.items():
+                put(key, name, v, f"{key}.{name}")
+        elif key in _FLAT_SPLIT:
+            put("split", _FLAT_SPLIT[key], value, key)
+        elif key in _FLAT_INTERFACE:
+            put("interface", _FLAT_INTERFACE[key], value, key)
+        else:
+            put("backbone", key, value, key)
+    if plain and out["elit"] is None:   # `interface: null` says plain unless `elit` says otherwise
+        out["elit"] = False
+    return out
+
+
+def nested_section(section: dict) -> dict:
+    """A model section rewritten in the nested spelling ({"preset"?, "elit"?, "backbone": {...},
+    "interface": {...} or None, "split": {...} or None}), so later fields (command-line overrides)
+    land in their part and replace what the file set there."""
+    parts = section_parts(section)
+    out = {k: parts[k] for k in ("preset", "elit") if parts[k] is not None}
+    if "elit" not in out and "preset" not in out and not parts["nested"]:
+        out["elit"] = True          # a flat section without `elit` was an ELIT model (the pre-0.3 rule)
+    out["backbone"] = parts["backbone"]
+    if out.get("elit") is False:
+        out["interface"] = out["split"] = None
+    else:
+        out["interface"], out["split"] = parts["interface"], parts["split"]
+    return out
+
+
+def build_config(parts: dict, base: ModelConfig | None = None) -> ModelConfig:
+    """`section_parts` on top of `base` (none: a DiT with the class defaults). ELIT when the parts say elit, else when the base is or interface / split fields are
+    given; a flat section without `elit` is ELIT (the rule of files written before 0.3)."""
+    if parts["preset"] is not None:   # the caller's to resolve (elit.train.config.model_config)
+        raise UserError("model.preset names where a config file's model section starts; here start from "
+                        "elit.create_model(name, ...) or preset_config(name, ...) instead")
+    d = base.to_dict() if base is not None else {"backbone": {"name": "dit"}, "interface": None, "split": None}
+    name = parts["backbone"].get("name", d["backbone"].get("name"))
+    if name != d["backbone"].get("name"):
+        if base is not None:
+            raise UserError(f"model backbone {name!r} is not the {d['backbone']['name']!r} of the preset or model it "
+                            f"starts from; start from a preset of that kind (elit.list_models()) or give no preset")
+        d["backbone"] = {"name": name}
+    d["backbone"].update(parts["backbone"])
+    elastic = parts["elit"]
+    if elastic is None:   # as the base; without one, as the fields say (flat: ELIT, the pre-0.3 rule)
+        given = bool(parts["interface"] or parts["split"])
+        elastic = d["interface"] is not None if base is not None else (given or not parts["nested"])
+    if elastic:
+        d["interface"] = {**(d["interface"] or {}), **parts["interface"]}
+        d["split"] = {**(d["split"] or {"head": 2, "tail": 2}), **parts["split"]}
+    else:
+        if parts["interface"] or parts["split"]:
+            names = sorted({*parts["interface"], *parts["split"]})
+            raise UserError(f"model settings {names} are for an ELIT model, but this one is plain (elit: false)")
+        d["interface"] = d["split"] = None
+    return ModelConfig.from_dict(d)
 
 
 def _args_class(name) -> type[BackboneArgs]:

@@ -74,14 +74,16 @@ def suggest(name) -> str:
 
 
 def preset_config(name: str | None = None, **overrides) -> ModelConfig:
-    """The config of a preset (see `list_models()`), with flat fields overridden by keyword."""
+    """The config of a preset (see `list_models()`), with fields overridden by keyword name or by part
+    (see elit.model.config.section_parts)."""
+    from elit.model.config import build_config, section_parts
     if name is None:
-        fields = {}
+        base = None
     elif name in MODEL_PRESETS:
-        fields = dict(MODEL_PRESETS[name])
+        base = ModelConfig.from_flat(MODEL_PRESETS[name])   # the table above is written in keyword names
     else:
         raise UserError(f"unknown model {name!r}; {suggest(name)}")
-    return ModelConfig.from_dict({**fields, **overrides})
+    return build_config(section_parts(overrides), base=base)
 
 
 def create_model(name: str | None = None, **overrides) -> ELITModel:

@@ -1,14 +1,16 @@
 """Training configs: YAML files with five sections, dotted command-line overrides, strict keys.
 
-    model:  flat model config fields (optionally `preset: ELIT-DiT-B/2` and overrides on top of it)
+    model:  the model config by part (backbone, interface, split; optionally `preset: ELIT-DiT-B/2`
+            under them); keyword names (`hidden_size: 64`) are its shorthand (elit.model.config)
     data:   a dataset spec for `elit.data.build_dataset` ({name: fmnist | folder | latents, ...})
     train:  objective, budgets, optimiser, EMA (TrainSettings)
     log:    logging, checkpoints, sample grids (LogSettings)
     system: device, precision, compile, distributed (SystemSettings)
 
 A built-in preset is named by its file stem in elit/configs (`fmnist-elit-dit`); anything else is a
-path. Overrides `train.lr=2e-4 model.hidden_size=256` beat the file. A typo must not be silently
-ignored, so every unknown key is a ValueError that lists the valid ones.
+path. Overrides `train.lr=2e-4 model.backbone.hidden_size=256` (or the shorthand model.hidden_size=256)
+beat the file. A typo must not be silently ignored, so every unknown key is a ValueError that lists
+the valid ones.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from importlib import resources
 import yaml
 
 from elit.errors import MissingInputError, UserError
-from elit.model import MODEL_PRESETS, ModelConfig
-from elit.model.config import LEGACY_TRAINING_FIELDS, build_dataclass
+from elit.model import ModelConfig
+from elit.model.config import (LEGACY_TRAINING_FIELDS, PARTS, build_config, build_dataclass, nested_section,
+                               section_parts)
 
 
 @dataclass
@@ -95,7 +98,7 @@ class RunConfig:
     system: SystemSettings
 
     def to_dict(self) -> dict:
-        return {"model": self.model.flat(), "data": dict(self.data), "train": dataclasses.asdict(self.train),
+        return {"model": self.model.to_dict(), "data": dict(self.data), "train": dataclasses.asdict(self.train),
                 "log": dataclasses.asdict(self.log), "system": dataclasses.asdict(self.system)}
 
 
@@ -171,10 +174,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, text = item.partition("=")
         parts = key.split(".")
-        if not sep or len(parts) != 2 or not all(parts):
-            raise UserError(f"override {item!r} must look like section.key=value (e.g. train.lr=2e-4); "
-                             f"sections: {', '.join(TOP_LEVEL)}")
-        section, name = parts
+        nested = len(parts) == 3 and parts[0] == "model" and parts[1] in PARTS   # model.interface.window=[2,2]
+        if not sep or not (len(parts) == 2 or nested) or not all(parts):
+            raise UserError(f"override {item!r} must look like section.key=value (e.g. train.lr=2e-4, "
+                             f"model.interface.window=[2,2]); sections: {', '.join(TOP_LEVEL)}")
+        section, name = parts[0], parts[-1]
         if section not in TOP_LEVEL:
             raise UserError(f"unknown config section {section!r} in override {item!r}; valid: {', '.join(TOP_LEVEL)}")
         try:
@@ -184,8 +188,31 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if key in seen:   # the later one wins (a script's base settings, then the user's); the earlier
             _check_alone(section, name, seen[key])   # one is still checked, never silently dropped
         seen[key] = value
-        raw.setdefault(section, {})[name] = value
+        if section == "model":
+            _set_model_field(raw, parts[1] if nested else None, name, value)
+        else:
+            raw.setdefault(section, {})[name] = value
     return raw
+
+
+def _set_model_field(raw: dict, part: str | None, name: str, value) -> None:
+    """One override into the model section, which is first rewritten in the nested spelling, so the
+    value replaces what the file set for that field (whether the file named it by part or by keyword)."""
+    section = nested_section(raw.get("model") or {})
+    if part is None:   # a keyword name: its part says section_parts
+        placed = section_parts({name: value})
+        if name in ("preset", "elit") or (name in PARTS and not isinstance(value, dict)):
+            section.update({k: placed[k] for k in ("preset", "elit") if placed[k] is not None})
+            if placed["elit"] is False:
+                section["interface"] = section["split"] = None
+            return _store(raw, section)
+        part, name = next((p, n) for p in PARTS for n in placed[p])
+    section[part] = {**(section.get(part) or {}), name: value}
+    _store(raw, section)
+
+
+def _store(raw: dict, section: dict) -> None:
+    raw["model"] = section
 
 
 def _check_alone(section: str, name: str, value) -> None:
@@ -228,12 +255,7 @@ def resolve_config(raw: dict) -> RunConfig:
     for name in LEGACY_TRAINING_FIELDS:   # older configs kept the class dropout under model:
         if name in model_raw:
             train_raw.setdefault(name, model_raw.pop(name))
-    preset = model_raw.pop("preset", None)
-    if preset is not None:
-        if preset not in MODEL_PRESETS:
-            raise UserError(f"unknown model preset model.preset={preset!r}; available: {', '.join(MODEL_PRESETS)}")
-        model_raw = {**MODEL_PRESETS[preset], **model_raw}
-    model = ModelConfig.from_dict(model_raw)
+    model = model_config(model_raw)
     data = dict(raw.get("data") or {})
     if "name" not in data:
         raise UserError("config section 'data' needs a 'name' (fmnist, folder or latents)")
@@ -241,6 +263,33 @@ def resolve_config(raw: dict) -> RunConfig:
     cfg = RunConfig(model=model, data=data, **{s: build_dataclass(cls, sections[s], s) for s, cls in SECTIONS.items()})
     check_settings(cfg)
     return cfg
+
+
+def model_config(section: dict) -> ModelConfig:
+    """A YAML `model:` section (with its overrides) -> ModelConfig: by part, keyword names on top; a
+    flat section of a file written before 0.3 (no part, no preset) is read as it was then."""
+    parts = section_parts(section)
+    if not parts["nested"] and parts["preset"] is None:
+        return ModelConfig.from_flat(section)
+    base = None
+    if parts["preset"] is not None:
+        from elit.model import MODEL_PRESETS, preset_config
+        if parts["preset"] not in MODEL_PRESETS:
+            raise UserError(f"unknown model preset model.preset={parts['preset']!r}; available: {', '.join(MODEL_PRESETS)}")
+        base, parts["preset"] = preset_config(parts["preset"]), None
+    return build_config(parts, base)
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key.path: old -> new' for every value that differs between two config dicts, nested parts
+    compared field by field."""
+    def dotted(d, at):
+        out = {}
+        for k, v in (d or {}).items():
+            out.update(dotted(v, f"{at}{k}.") if isinstance(v, dict) else {f"{at}{k}": v})
+        return out
+    a, b = dotted(old, prefix), dotted(new, prefix)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def _check_types(settings, where: str) -> None:

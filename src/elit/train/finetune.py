@@ -32,8 +32,8 @@ from elit._io import read_json, write_json
 from elit.errors import MissingInputError, UserError
 from elit.flow.distill import Teacher, distill_loss
 from elit.flow.vp import VPSchedule
-from elit.model import MODEL_PRESETS, ELITModel, ModelConfig
-from elit.model.config import LEGACY_TRAINING_FIELDS, build_dataclass
+from elit.model import ELITModel, ModelConfig
+from elit.model.config import LEGACY_TRAINING_FIELDS, build_dataclass, section_parts
 from elit.train import distributed as D
 from elit.train.config import SECTIONS, RunConfig, apply_overrides, check_settings, list_presets, read_yaml
 from elit.train.trainer import Trainer
@@ -124,32 +124,33 @@ def student_model(teacher: ELITModel, config: ModelConfig) -> ELITModel:
 
 
 # ----------------------------------------------------------------------------- the config
-def elit_settings(plain: ModelConfig, model_raw: dict, config_name: str) -> dict:
-    """The `model:` keys a student takes from the config: the ELIT settings. The teacher fixes the
-    backbone, so a backbone key (a training preset has them all) must agree with the teacher and is
-    then dropped; elit and prediction are the student's by definition (true, velocity)."""
-    model_raw = dict(model_raw)
-    preset = model_raw.pop("preset", None)
-    if preset is not None:
-        if preset not in MODEL_PRESETS:
-            raise UserError(f"unknown model preset model.preset={preset!r}; available: {', '.join(MODEL_PRESETS)}")
-        model_raw = {**MODEL_PRESETS[preset], **model_raw}
-    if model_raw.pop("elit", True) is not True:
+def elit_settings(plain: ModelConfig, parts: dict, config_name: str) -> dict:
+    """The student's model settings from a fine-tuning config's model section (`section_parts`), as
+    {"interface": ..., "split": ..., "backbone": ...}. The teacher fixes the backbone, so a backbone
+    field (a training preset has them all) must agree with the teacher's and is then dropped; elit and
+    prediction are the student's by definition (true, velocity)."""
+    backbone, interface, split = dict(parts["backbone"]), dict(parts["interface"]), dict(parts["split"])
+    if parts["preset"] is not None:
+        from elit.model import preset_config
+        preset = preset_config(parts["preset"]).to_dict()
+        backbone = {**preset["backbone"], **backbone}
+        interface, split = {**(preset["interface"] or {}), **interface}, {**(preset["split"] or {}), **split}
+    if parts["elit"] is False:
         raise UserError(f"config {config_name!r} sets model.elit to false, but fine-tuning makes an ELIT model; "
                         f"drop model.elit")
-    prediction = model_raw.pop("prediction", "velocity")
+    prediction = backbone.pop("prediction", "velocity")
     if prediction != "velocity":
         raise UserError(f"config {config_name!r} sets model.prediction={prediction!r}; the student predicts "
                         f"velocity (an epsilon teacher is distilled into one): drop model.prediction")
-    teacher = plain.flat()
-    clash = [k for k in model_raw if k in teacher and k != "elit" and model_raw[k] != teacher[k]]
+    teacher = plain.to_dict()["backbone"]
+    clash = [k for k in backbone if k in teacher and backbone[k] != teacher[k]]
     if clash:
         k = clash[0]
-        raise UserError(f"config {config_name!r} sets model.{k}={model_raw[k]!r} but the teacher has {teacher[k]!r}: "
-                        f"the teacher fixes the backbone, and a fine-tuning config's model section holds only the "
-                        f"ELIT settings (head_depth, tail_depth, window, min_budget, ...); drop model.{k}"
+        raise UserError(f"config {config_name!r} sets model.backbone.{k}={backbone[k]!r} but the teacher has "
+                        f"{teacher[k]!r}: the teacher fixes the backbone, and a fine-tuning config's model section "
+                        f"holds only the ELIT settings (interface, split); drop model.backbone.{k}"
                         + (f" (and {len(clash) - 1} more: {', '.join(clash[1:4])})" if len(clash) > 1 else ""))
-    return {k: v for k, v in model_raw.items() if k not in teacher}
+    return {"interface": interface, "split": split, "backbone": {k: v for k, v in backbone.items() if k not in teacher}}
 
 
 def load_finetune_config(name_or_file: str, overrides: list[str] = (),
@@ -186,15 +187,17 @@ def load_finetune_config(name_or_file: str, overrides: list[str] = (),
         if name in model_raw:
             raw["train"] = {**(raw.get("train") or {})}
             raw["train"].setdefault(name, model_raw.pop(name))
-    size = model_raw.pop("input_size", None)
-    plain = teacher_config(ft.teacher, size, model_raw.pop("text_tokens", None))
+    parts = section_parts(model_raw)
+    size = parts["backbone"].pop("input_size", None)
+    plain = teacher_config(ft.teacher, size, parts["backbone"].pop("text_tokens", None))
     if size is not None:   # a diffusers teacher was built at it; an elit teacher has its own: compared below
-        model_raw["input_size"] = size
-    model_raw = elit_settings(plain, model_raw, name_or_file)
+        parts["backbone"]["input_size"] = size
+    student = elit_settings(plain, parts, name_or_file)
     from elit.model.positions import resolve_latent_pos     # the pretrained default where none is given
-    model_raw["latent_pos"] = resolve_latent_pos(model_raw.get("latent_pos"), uses_rope=plain.backbone.uses_rope,
-                                                 pretrained=True, token_positions=plain.adapter.token_positions(plain.backbone))
-    model = plain.override(elit=True, prediction="velocity", **model_raw)
+    student["interface"]["latent_pos"] = resolve_latent_pos(
+        student["interface"].get("latent_pos"), uses_rope=plain.backbone.uses_rope, pretrained=True,
+        token_positions=plain.adapter.token_positions(plain.backbone))
+    model = plain.override(elit=True, prediction="velocity", **student)
     data = dict(raw.get("data") or {})
     if "name" not in data:
         raise UserError("config section 'data' needs a 'name' (text-latents for a text-to-image teacher)")

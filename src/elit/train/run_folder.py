@@ -22,14 +22,15 @@ RUN_ENTRIES = ("config.yaml", "log.jsonl", "checkpoints", "samples", "model", "t
 
 
 def _differences(old: dict, new: dict) -> list[str]:
-    """What makes a run another run: its model or its data (train settings may change, as on resume)."""
-    diff = []
-    for section in ("model", "data"):
-        a, b = old.get(section) or {}, new.get(section) or {}
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                diff.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
-    return diff
+    """What makes a run another run: its model or its data (train settings may change, as on resume).
+    The model is compared in the one spelling, whichever a run folder's config.yaml was written in."""
+    from elit.train.config import config_differences, model_config
+    try:
+        model = model_config(dict(old.get("model") or {})).to_dict()
+    except ValueError as e:
+        return [f"its model config does not read ({e})"]
+    return (config_differences(model, new.get("model"), "model.")
+            + config_differences(old.get("data"), new.get("data"), "data."))
 
 
 def check_run_folder(out, config: dict) -> None:

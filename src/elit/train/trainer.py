@@ -33,7 +33,7 @@ from elit.model.grouping import check_grid
 from elit.train import distributed as D
 from elit.train.budgets import TrainingBudgets
 from elit.train.checkpoint import list_checkpoints, newest_checkpoint, remove_stale_temporaries, save_checkpoint
-from elit.train.config import RunConfig, dump_config
+from elit.train.config import RunConfig, config_differences, dump_config, model_config
 from elit.train.ema import EMA
 from elit.train.logger import LossStats, RunLog
 from elit.train.run_folder import check_run_folder, truncate_log
@@ -85,10 +85,6 @@ def _lr_lambda(cfg):
             return warm * 0.5 * (1 + math.cos(math.pi * progress))
         return warm
     return factor
-
-
-def _config_diff(old: dict, new: dict) -> list[str]:
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 class TrainingDiverged(UserError):
@@ -201,9 +197,9 @@ class Trainer:
         D.barrier()
 
     def _check_resumable(self, path: pathlib.Path, ckpt: dict) -> None:
-        old, new = ModelConfig.from_dict(ckpt["config"]["model"]).flat(), self.cfg.model.flat()
+        old, new = model_config(ckpt["config"]["model"]).to_dict(), self.cfg.model.to_dict()   # any spelling
         if old != new:
-            raise UserError(f"{self.out} holds a run of a different model ({'; '.join(_config_diff(old, new))}); "
+            raise UserError(f"{self.out} holds a run of a different model ({'; '.join(config_differences(old, new, 'model.'))}); "
                              f"restore those model settings to resume, or use a new --out to start a new run")
         step, wanted = int(ckpt["step"]), self.cfg.train.max_steps
         if wanted < step:   # else the exported config would say max_steps beside a later step
@@ -218,7 +214,7 @@ class Trainer:
             was = "fsdp" if ckpt["fsdp"] else "ddp/single-process"
             raise UserError(f"checkpoint {path.name} was written by a {was} run; resume it with the same "
                              f"system.parallel setting")
-        changed = {section: _config_diff(ckpt["config"][section], self.cfg.to_dict()[section])
+        changed = {section: config_differences(ckpt["config"][section], self.cfg.to_dict()[section])
                    for section in ("train", "data")}
         D.load_model_state(self.model, ckpt["model"])
         self.ema.load_full_state(ckpt["ema"])
