@@ -335,10 +335,25 @@ def compute_flops() -> dict:
     for fraction in (1.0, 0.5, 0.25, 0.125):
         gflops = analytic_gflops(elastic, fraction)
         flux["rows"].append({"fraction": fraction, "gflops": gflops, "pass_vs_original": gflops / original})
+    # Wan2.1-T2V-14B at 480p, 81 frames (21 x 30 x 52 tokens), 512 UMT5 tokens; 3-D windows of 3x6x4
+    # tokens, Read after block 5 / Write before the last 5 of 40 (make_elastic's default); CFG: 2 passes.
+    from elit.model.backbones import WanArgs
+    wan_window = [3, 6, 4]
+    plain = ModelConfig(backbone=WanArgs())
+    J = wan_window[0] * wan_window[1] * wan_window[2]
+    elastic = plain.override(elit=True, head_depth=5, tail_depth=5, window=wan_window, latent_pos="tokens",
+                             min_budget=J // 8)
+    original, weak = analytic_gflops(plain), analytic_gflops(elastic, J // 8)
+    wan = {"window": wan_window, "latents_per_window": J, "groups": elastic.num_groups, "grid": list(plain.grid),
+           "text_tokens": 512, "head_depth": 5, "tail_depth": 5, "original_gflops": original, "rows": []}
+    for fraction in (1.0, 0.5, 0.25, 0.125):
+        gflops = analytic_gflops(elastic, fraction)
+        wan["rows"].append({"fraction": fraction, "gflops": gflops, "pass_vs_original": gflops / original,
+                            "ccfg_step_vs_original_cfg": (gflops + weak) / (2 * original)})
     return {"source": {"computed": True, "command": "python scripts/docs_tables.py --flops",
                        "how": "elit.cost.analytic_gflops and elit.sampling.sampling_gflops: analytic FLOPs "
                               "(2 x multiply-adds) per image, batch 1, no weights"},
-            "presets": presets, "sampling": sampling, "qwen-image": qwen, "flux": flux}
+            "presets": presets, "sampling": sampling, "qwen-image": qwen, "flux": flux, "wan": wan}
 
 
 def model_flops(data: dict) -> str:
@@ -380,6 +395,17 @@ def flux_flops(data: dict) -> str:
     return table(["image tokens kept", f"GFLOPs per pass ({w}x{w} windows)", "pass vs original"], rows)
 
 
+def wan_flops(data: dict) -> str:
+    f = data["wan"]
+    rows = [[f"{100 * r['fraction']:g}%" + (f" ({f['latents_per_window']}/window)" if r["fraction"] == 1 else ""),
+             f"{r['gflops']:,.0f}", f"{r['pass_vs_original']:.3f}", f"{r['ccfg_step_vs_original_cfg']:.3f}"]
+            for r in f["rows"]]
+    rows.append(["original", f"{f['original_gflops']:,.0f}", 1, 1])
+    w = "x".join(map(str, f["window"]))
+    return table(["video tokens kept", f"GFLOPs per pass ({w} windows)", "pass vs original",
+                  "CCFG step vs original CFG"], rows)
+
+
 # ----------------------------------------------------------------------------- docs/training.md
 def objective_parity(data: dict) -> str:
     """benchmarks/peer_codes.py --only objective, one row per model size and budget."""
@@ -402,7 +428,8 @@ DOCS = {
     "docs/metrics.md": [("feature-timing", "docs/metrics-timing.json", feature_timing)],
     "docs/model.md": [("flops", FLOPS, model_flops)],
     "docs/sampling.md": [("sampling-flops", FLOPS, sampling_flops)],
-    "docs/text-to-image.md": [("qwen-image-flops", FLOPS, qwen_flops), ("flux-flops", FLOPS, flux_flops)],
+    "docs/text-to-image.md": [("qwen-image-flops", FLOPS, qwen_flops), ("flux-flops", FLOPS, flux_flops),
+                              ("wan-flops", FLOPS, wan_flops)],
     "docs/performance.md": [("forward-budgets", PERF, forward_budgets), ("compile-cpu", PERF, compile_cpu),
                             ("peers-summary", PEERS, peers_summary)],
     "docs/performance-peers.md": [("peers-final", PEERS, peers_final),

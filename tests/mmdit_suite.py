@@ -26,6 +26,9 @@ class MMDiTSuite(BackboneSuite):
     core_is_latents_only = False   # the text stream runs through the core with the latents
     masked = True                  # the backbone takes a text mask (Qwen-Image; SD3 does not)
     kwargs_name = "attention_kwargs"   # the forward's attention kwargs (SD3: joint_attention_kwargs)
+    window = (4, 4)                    # 4 windows of the tiny input's tokens, J = 16
+    # the tiny input's geometry, as make_elastic / elastic_config take it (a video model adds frames, width)
+    geometry = dict(input_size=16, text_tokens=TEXT)
 
     # ------------------------------------------------------------------ helpers (override in subclasses)
     def transformer(self):
@@ -33,8 +36,8 @@ class MMDiTSuite(BackboneSuite):
 
     def config(self, preset=None, elastic=True, **kw):
         split = dict(head_depth=kw.pop("head_depth", 1), tail_depth=kw.pop("tail_depth", 1),
-                     window=kw.pop("window", (4, 4))) if elastic else {}
-        return elastic_config(self.transformer(), elit=elastic, input_size=16, text_tokens=TEXT, **split, **kw)
+                     window=kw.pop("window", self.window)) if elastic else {}
+        return elastic_config(self.transformer(), elit=elastic, **self.geometry, **split, **kw)
 
     def model(self, seed=0, keep_zero=(), elastic=True, **kw) -> ELITModel:
         torch.manual_seed(seed)
@@ -115,7 +118,7 @@ class MMDiTSuite(BackboneSuite):
         call = self.diffusers_call(x, t, y)
         with torch.no_grad():
             ref = tr(**call, return_dict=False)[0]
-            plain = make_elastic(tr, elit=False, input_size=16, text_tokens=TEXT)
+            plain = make_elastic(tr, elit=False, **self.geometry)
             out = plain(**call, return_dict=False)[0]
             assert torch.equal(out, ref)
             assert torch.equal(plain(**call).sample, ref)
@@ -149,13 +152,13 @@ class MMDiTSuite(BackboneSuite):
         with torch.no_grad():
             ref = tr(**call, **{self.kwargs_name: {"scale": 0.5}}, return_dict=False)[0]
             mine = {"scale": 0.5, "elit_budget": None}
-            out = make_elastic(tr, elit=False, input_size=16)(**call, **{self.kwargs_name: mine}, return_dict=False)[0]
+            out = make_elastic(tr, elit=False, **self.geometry)(**call, **{self.kwargs_name: mine}, return_dict=False)[0]
         assert torch.equal(out, ref) and mine == {"scale": 0.5, "elit_budget": None}
 
     def test_make_elastic_shares_the_weights_and_adds_only_the_interface(self):
         tr = randomize_(self.transformer())
         before = {n: p.detach().clone() for n, p in tr.named_parameters()}
-        elastic = make_elastic(tr, head_depth=1, tail_depth=1, window=(4, 4), input_size=16)
+        elastic = make_elastic(tr, head_depth=1, tail_depth=1, window=self.window, **self.geometry)
         own = {f"model.backbone.transformer.{n}" for n in before}
         names = {n for n, _ in elastic.named_parameters()}
         assert own <= names and all(n.startswith("model.interface.") for n in names - own) and names - own
@@ -168,8 +171,8 @@ class MMDiTSuite(BackboneSuite):
         """elit.save_pretrained(make_elastic(...)) writes the ELITModel; load_pretrained rebuilds the
         diffusers transformer from the saved geometry (diffusers imported lazily) with equal outputs."""
         import elit
-        elastic = make_elastic(randomize_(self.transformer()), head_depth=1, tail_depth=1, window=(4, 4),
-                               input_size=16, text_tokens=TEXT)
+        elastic = make_elastic(randomize_(self.transformer()), head_depth=1, tail_depth=1, window=self.window,
+                               **self.geometry)
         elit.save_pretrained(elastic, tmp_path / "m")
         loaded = elit.load_pretrained(tmp_path / "m")
         x, t, y = self.inputs()

@@ -1,4 +1,5 @@
-"""The elastic wrapper inside diffusers' stock pipelines (QwenImagePipeline, StableDiffusion3Pipeline),
+"""The elastic wrapper inside diffusers' stock pipelines (QwenImagePipeline, StableDiffusion3Pipeline,
+FluxPipeline, WanPipeline),
 offline: tiny random transformers, prompt embeddings given directly, latents out (no VAE, no text
 encoder). Cheap CFG: the unconditional pass runs at a lower budget than the conditional one."""
 import copy
@@ -9,7 +10,7 @@ import torch
 pytest.importorskip("transformers")   # diffusers' pipelines import it
 from diffusers import (FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel,  # noqa: E402
                        QwenImagePipeline, QwenImageTransformer2DModel, SD3Transformer2DModel,
-                       StableDiffusion3Pipeline)
+                       StableDiffusion3Pipeline, WanPipeline, WanTransformer3DModel)
 
 from backbone_suite import randomize_  # noqa: E402
 from elit.interop.diffusers import make_elastic  # noqa: E402
@@ -158,3 +159,41 @@ def test_flux_pipeline_runs_its_passes_at_their_budgets():
     assert (flux_call(pipe, {"elit_budget": 16, "elit_uncond_budget": 16}) - low).abs().max() > 1e-3
     pipe.transformer = make_elastic(tr, elit=False, input_size=16, text_tokens=6)
     assert torch.equal(flux_call(pipe, {}), reference)
+
+
+def wan():
+    torch.manual_seed(0)
+    return randomize_(WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16,
+                                            in_channels=3, out_channels=3, text_dim=16, freq_dim=32, ffn_dim=64,
+                                            num_layers=4, rope_max_seq_len=32)).eval()
+
+
+def wan_call(pipe, kwargs):
+    """5 frames of 64x128 px: 2 latent frames of 8x16, a 2x4x8 token grid."""
+    e = torch.Generator().manual_seed(5)
+    return pipe(prompt_embeds=torch.randn(1, 6, 16, generator=e), negative_prompt_embeds=torch.randn(1, 6, 16, generator=e),
+                guidance_scale=2.0, height=64, width=128, num_frames=5, num_inference_steps=2, output_type="latent",
+                attention_kwargs=kwargs, generator=torch.Generator().manual_seed(0)).frames
+
+
+@pytest.mark.parametrize("per_token", [False, True], ids=["wan2.1", "wan2.2-ti2v"])
+def test_wan_pipeline_runs_its_passes_at_their_budgets(per_token):
+    """WanPipeline calls cond and uncond apart (cache_context); with expand_timesteps (Wan 2.2 TI2V)
+    it passes one timestep per token. Interface off, the wrapper in the pipeline is the transformer."""
+    tr = wan()
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=FlowMatchEulerDiscreteScheduler(),
+                       transformer=tr, expand_timesteps=per_token)
+    reference = wan_call(pipe, None)
+    geometry = dict(input_size=8, width=16, frames=2, text_tokens=6)
+    elastic = make_elastic(tr, head_depth=1, tail_depth=1, window=(2, 2, 4), **geometry)
+    randomize_(elastic.model.interface)   # a trained-looking Write: a zero one makes every budget head + tail
+    pipe.transformer = elastic
+    calls = record_budgets(elastic)
+    kwargs = {"elit_budget": 8, "elit_uncond_budget": 2}
+    low = wan_call(pipe, kwargs)
+    assert kwargs == {"elit_budget": 8, "elit_uncond_budget": 2}
+    assert calls == [("cond", 1, 8), ("uncond", 1, 2)] * 2
+    assert low.shape == reference.shape == (1, 3, 2, 8, 16) and torch.isfinite(low).all()
+    assert (wan_call(pipe, {"elit_budget": 16, "elit_uncond_budget": 16}) - low).abs().max() > 1e-3
+    pipe.transformer = make_elastic(tr, elit=False, **geometry)
+    assert torch.equal(wan_call(pipe, {}), reference)

@@ -128,3 +128,21 @@ def test_video_clips_encode_with_a_tiny_cogvideox_vae(tmp_path):
     with torch.no_grad():
         direct = vae.eval().encode(clip[None]).latent_dist.mean * vae.config.scaling_factor
     assert torch.allclose(data[1][0].float(), direct[0], atol=2e-2)  # stored as float16
+
+
+def test_the_vae_kind_is_read_from_its_folder_and_checked_before_any_work(tmp_path, images, capsys):
+    """An image VAE with --video, a video VAE without it, and Wan's per-channel normalisation (which
+    the shards cannot record yet) are refused in one line, before the data are read or --out made."""
+    _tiny_vae(tmp_path / "image-vae")
+    torch.manual_seed(0)
+    diffusers.AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, latents_mean=[0.0] * 4,
+                               latents_std=[1.0] * 4).save_pretrained(tmp_path / "wan-vae")
+    diffusers.AutoencoderKLCogVideoX(block_out_channels=(8, 8), latent_channels=4, norm_num_groups=2,
+                                     down_block_types=("CogVideoXDownBlock3D",) * 2,
+                                     up_block_types=("CogVideoXUpBlock3D",) * 2).save_pretrained(tmp_path / "cog-vae")
+    cases = [("image-vae", ["--video"], "is an AutoencoderKL, an image VAE; --video needs an AutoencoderKLCogVideoX"),
+             ("cog-vae", [], "is an AutoencoderKLCogVideoX, a video VAE; add --video to encode a video folder"),
+             ("wan-vae", ["--video"], "an AutoencoderKLWan normalises per channel")]
+    for vae, extra, message in cases:
+        assert _extract(tmp_path / vae, tmp_path / "no-such-data", tmp_path / "lat", *extra) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "lat").exists()

@@ -1,10 +1,10 @@
-"""elit finetune: a pretrained model -> ELIT by distillation, from a diffusers Qwen-Image, SD3 or FLUX
-folder and from a converted (epsilon-prediction) DiT checkpoint."""
+"""elit finetune: a pretrained model -> ELIT by distillation, from a diffusers Qwen-Image, SD3, FLUX or
+Wan folder and from a converted (epsilon-prediction) DiT checkpoint."""
 import json
 
 import pytest
 import torch
-from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel, SD3Transformer2DModel
+from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel, SD3Transformer2DModel, WanTransformer3DModel
 from safetensors.torch import load_file
 
 import elit
@@ -261,3 +261,33 @@ def test_sd3_and_flux_teachers_finetune_into_elastic_models(kind, tmp_path):
     assert student.config.interface.latent_pos == "tokens"          # the pretrained default
     elastic = elit.make_elastic(student)
     assert elastic.transformer.__class__.__name__ == POOLED_TEACHERS[kind]().__class__.__name__
+
+
+def test_a_wan_teacher_finetunes_into_an_elastic_video_model(tmp_path):
+    """`elit finetune --teacher` a diffusers Wan folder on captioned latent clips (2 frames of 8x16,
+    3-D windows of 2x2x4 tokens): the student learns at every budget it draws, the export loads as
+    a Wan ELIT, and make_elastic wraps it for WanPipeline."""
+    pytest.importorskip("accelerate")   # diffusers loads a Wan folder only through it (elit-diffusion[diffusers])
+    torch.manual_seed(0)
+    randomize_(WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=3,
+                                     out_channels=3, text_dim=16, freq_dim=32, ffn_dim=64, num_layers=4,
+                                     rope_max_seq_len=32)).save_pretrained(tmp_path / "teacher")
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(4, TEXT, dtype=torch.bool)
+    mask[2, 4:] = False
+    write_text_latents(tmp_path / "data", torch.randn(32, 3, 2, 8, 16, generator=g), torch.arange(32) % 4,
+                       torch.randn(4, TEXT, 16, generator=g), mask, list("abcd"))
+    config = FINETUNE.replace("DATA", str(tmp_path / "data")).replace(
+        "model: {input_size: 16, text_tokens: 6, head_depth: 1, tail_depth: 1, window: [4, 4], min_budget: 2}",
+        "model: {input_size: 8, width: 16, frames: 2, text_tokens: 6, head_depth: 1, tail_depth: 1, window: [2, 2, 4],\n"
+        "        min_budget: 2}")
+    (tmp_path / "ft.yaml").write_text(config)
+    out = tmp_path / "run"
+    assert main(["finetune", "--teacher", str(tmp_path / "teacher"), "--config", str(tmp_path / "ft.yaml"),
+                 "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 4 and all(r["loss_distill"] > 0 for r in records)
+    student = elit.load_pretrained(out / "model")
+    assert type(student.config.backbone).name == "wan" and student.budgets == list(range(2, 17))
+    assert student.config.window == (2, 2, 4) and student.sample_shape() == (3, 2, 8, 16)
+    assert elit.make_elastic(student).transformer.__class__.__name__ == "WanTransformer3DModel"

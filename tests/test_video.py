@@ -78,6 +78,20 @@ def test_sample_writes_playable_gif_and_mp4(tmp_path):
     assert np.load(out / "samples_10x4x32x32x1.npz")["arr_0"].shape == (10, 4, 32, 32, 1)
 
 
+def test_a_gif_with_still_stretches_reads_back_every_frame(tmp_path):
+    """Pillow merges a frame equal to the one before (a still scene, a VAE that repeats frames) into
+    one longer frame; read_frames splits it again, so a clip keeps its frame count."""
+    from elit.video import save_gif
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
+    clip = a[[0, 0, 1, 2, 2, 2]]
+    for fps in (4.0, 8.0, 3.0):     # 333 ms is stored as 33 centiseconds
+        save_gif(clip, tmp_path / "c.gif", fps=fps)
+        assert np.array_equal(read_frames(tmp_path / "c.gif")[..., 0], clip[..., 0])
+    save_gif(a[[1] * 4], tmp_path / "still.gif")
+    assert read_frames(tmp_path / "still.gif").shape == (4, 16, 16, 3)
+
+
 def test_eval_measures_clips_per_frame_and_over_time(tmp_path, capsys):
     model_dir, _ = tiny_video_model(tmp_path)
     rows_path = tmp_path / "rows.json"

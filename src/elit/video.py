@@ -31,12 +31,22 @@ def filmstrips(clips: torch.Tensor) -> torch.Tensor:
     return clips.permute(0, 1, 3, 2, 4).reshape(N, C, H, T * W)
 
 
+# Pillow merges a frame equal to the one before into it (adding up their durations), so a still
+# stretch of a clip would read back as fewer frames; the comment names the duration of one frame and
+# read_frames splits merged frames again by their durations.
+_GIF_COMMENT = "elit: {} ms per frame"
+
+
 def save_gif(frames: np.ndarray, path, fps: float = 4.0) -> pathlib.Path:
-    """(T, H, W, C) uint8 -> an endlessly looping animated GIF."""
-    images = [to_pil(f) for f in frames]
+    """(T, H, W, C) uint8 -> an endlessly looping animated GIF (read_frames gives back all T frames)."""
+    return _write_gif([to_pil(f) for f in frames], path, fps, optimize=False, disposal=2)
+
+
+def _write_gif(images: list, path, fps: float, **options) -> pathlib.Path:
+    ms = int(1000 / fps)
     with atomic_write(path) as f:
-        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps),
-                       loop=0, optimize=False, disposal=2)
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0,
+                       comment=_GIF_COMMENT.format(ms), **options)
     return pathlib.Path(path)
 
 
@@ -68,10 +78,16 @@ def read_frames(path) -> np.ndarray:
     path = pathlib.Path(path)
     if path.suffix.lower() == ".gif":
         with Image.open(path) as im:
+            comment = im.info.get("comment", b"")
+            comment = comment.decode("latin-1") if isinstance(comment, bytes) else str(comment)
+            prefix, suffix = _GIF_COMMENT.split("{}")
+            ms = comment[len(prefix):-len(suffix)] if comment.startswith(prefix) and comment.endswith(suffix) else ""
             frames = []
             for k in range(getattr(im, "n_frames", 1)):
                 im.seek(k)
-                frames.append(np.asarray(im.convert("RGB")))
+                # a GIF save_gif wrote: a frame Pillow merged with its repeats is repeated again
+                repeat = max(1, round(im.info.get("duration", 0) / int(ms))) if ms.isdigit() and int(ms) else 1
+                frames += [np.asarray(im.convert("RGB"))] * repeat
         return np.stack(frames)
     import av
     with av.open(str(path)) as container:
@@ -86,7 +102,4 @@ def clip_grid(rows: list[torch.Tensor], row_labels: list[str], path, fps: float 
     png = save_png_atomic(render_grid([filmstrips(r) for r in rows], row_labels, column_labels=column_labels), path)
     T = rows[0].shape[2]
     frames = [render_grid([r[:, :, k] for r in rows], row_labels, column_labels=column_labels) for k in range(T)]
-    gif = path.with_suffix(".gif")
-    with atomic_write(gif) as f:
-        frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
-    return [png, gif]
+    return [png, _write_gif(frames, path.with_suffix(".gif"), fps)]

@@ -14,7 +14,8 @@ import sys
 # command -> module in elit.cli; one-line help (kept here so `elit --help` imports nothing)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model from a YAML config (resumable; torchrun-aware)"),
-    "finetune": ("finetune", "fine-tune a pretrained model (diffusers Qwen-Image / SD3, converted DiT / U-ViT) into ELIT"),
+    "finetune": ("finetune", "fine-tune a pretrained model (diffusers Qwen-Image / SD3 / FLUX / Wan, converted DiT / U-ViT) "
+                             "into ELIT"),
     "sample": ("sample", "sample a trained model at any budget with optional guidance"),
     "flops": ("flops", "GFLOPs per forward (and per sampling run) at each budget"),
     "plan": ("plan", "choose steps/budget/guidance for a target cost"),

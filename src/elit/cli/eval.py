@@ -47,7 +47,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fd-method", default="sqrtm", choices=["sqrtm", "eigh"],
                         help="matrix square root of the Frechet distance: scipy sqrtm (the pytorch-fid/ADM "
                              "recipe) or a symmetric eigendecomposition (same value, faster)")
-    parser.add_argument("--vae", default=None, help="AutoencoderKL that decodes latent-space models' samples")
+    parser.add_argument("--vae", default=None, help="diffusers VAE that decodes latent-space models' samples: "
+                        "AutoencoderKL, or AutoencoderKLCogVideoX / AutoencoderKLWan for video models")
     parser.add_argument("--vae-subfolder", default=None,
                         help="subfolder of --vae that holds the VAE (e.g. 'vae' for a whole pipeline)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -110,8 +111,10 @@ def run(args) -> int:
             raise UserError(f"budgets {bad} are not valid for model {label} (valid: {m.budgets})")
         settings[label] = sweep_settings(budgets, guidances, scales, args.weak_budget, m.budgets[0])
     decode = None
-    if args.vae:
-        from elit.vae import LatentDecoder, load_vae
+    if args.vae:   # every model checked against the VAE's config (kind, channels) before its weights load
+        from elit.vae import LatentDecoder, check_vae, load_vae
+        for label, m in models.items():
+            check_vae(m.config, args.vae, args.vae_subfolder, what=f"model {label}")
         decode = LatentDecoder(load_vae(args.vae, args.vae_subfolder, device=device))
     with contextlib.ExitStack() as stack:   # one sweep per rows file (it is resumed and rewritten)
         if args.json and shards.is_main:

@@ -2,8 +2,9 @@
 
 Turns a pretrained model into ELIT: the student is the teacher plus a fresh latent interface,
 trained with the rectified-flow loss + finetune.distill_weight x ||v_student(budget) - v_teacher||^2
-(elit.train.finetune). PATH is a local diffusers QwenImageTransformer2DModel / SD3Transformer2DModel
-folder (text-to-image, data: text-latents) or an elit model folder (e.g. from `elit convert` of a DiT
+(elit.train.finetune). PATH is a local diffusers QwenImageTransformer2DModel / SD3Transformer2DModel /
+FluxTransformer2DModel / WanTransformer3DModel folder (text-to-image or -video, data: text-latents) or an
+elit model folder (e.g. from `elit convert` of a DiT
 or U-ViT checkpoint). Rerunning with the same --out resumes; torchrun gives DDP (or FSDP2 with
 system.parallel=fsdp), as for `elit train`. The EMA student is exported to DIR/model.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "fine-tune a pretrained model (diffusers Qwen-Image / SD3, converted DiT / U-ViT) into ELIT by distillation"
+HELP = ("fine-tune a pretrained model (diffusers Qwen-Image / SD3 / FLUX / Wan, converted DiT / U-ViT) into ELIT "
+        "by distillation")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -56,8 +56,9 @@ def add_arguments(parser) -> None:
                                                             "up to 8 rows); elit fid skips it")
     parser.add_argument("--npz", action="store_true", help="also write samples_NxHxWxC.npz (arr_0 uint8 "
                                                            "NHWC, arr_1 labels); elit fid skips it")
-    parser.add_argument("--vae", default=None, help="diffusers AutoencoderKL (folder or hub name) that decodes "
-                                                     "a latent-space model's samples to pixels")
+    parser.add_argument("--vae", default=None, help="diffusers VAE (folder or hub name) that decodes a latent-space "
+                        "model's samples to pixels: AutoencoderKL for images, AutoencoderKLCogVideoX / "
+                        "AutoencoderKLWan for video (the kind is read from its config.json)")
     parser.add_argument("--vae-subfolder", default=None,
                         help="subfolder of --vae that holds the VAE (e.g. 'vae' for a whole pipeline)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
@@ -113,11 +114,8 @@ def run(args) -> int:
     device = shards.device or resolve_device(args.device)
     model = load_pretrained(args.model, device=device, dtype=getattr(torch, args.dtype))  # refuses NaN weights
     video = len(model.sample_shape()) == 4
-    if video and args.vae:
-        raise UserError("--vae decodes image latents; decoding video latents is not supported by elit sample yet "
-                        "(sample the latents with --npz and decode them with your video VAE)")
     from elit.vae import decoder_for
-    decode = decoder_for(model.config, args.vae, args.vae_subfolder, device)
+    decode = decoder_for(model.config, args.vae, args.vae_subfolder, device)   # refuses a VAE of the other kind
     if model.config.condition == "text":
         raise UserError("this is a text-to-image model: elit sample takes class labels, not prompts; sample it from "
                         "Python with elit.sample(model, seeds, labels=TextCondition(...)) or through a diffusers "
@@ -153,7 +151,7 @@ def run(args) -> int:
                   f"(same settings); sampling the other {len(todo)}")
         cache = _sample_into(folder, model, todo, label_of and [label_of[s] for s in todo], options, args, decode,
                              shards)
-        written = _extras(out, model, seeds, labels, args, video)
+        written = _extras(out, model, seeds, labels, args, video, decoded=decode is not None)
         folder.finish([p.name for p in written])
     kind = "clips (GIF + mp4)" if video else "PNGs"
     print(f"wrote {len(todo)} {kind} to {out} ({len(seeds)} for these seeds)" + "".join(f", {p.name}" for p in written))
@@ -186,14 +184,14 @@ def _sample_into(folder, model, seeds, labels, options, args, decode, shards):
     return cache
 
 
-def _extras(out, model, seeds, labels, args, video: bool = False) -> list[pathlib.Path]:
+def _extras(out, model, seeds, labels, args, video: bool = False, decoded: bool = False) -> list[pathlib.Path]:
     """The grid and the .npz, over every requested seed (read back from the PNGs, or a video model's
     GIFs): (N, H, W, C) or (N, T, H, W, C) uint8."""
     import numpy as np
     from PIL import Image
 
     from elit.sampling.folder import png_name
-    channels = model.sample_shape()[0]
+    channels = 3 if decoded else model.sample_shape()[0]     # a VAE decodes to RGB
 
     def read(some):
         if video:

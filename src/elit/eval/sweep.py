@@ -63,7 +63,7 @@ def evaluate_row(model, setting: dict, *, num: int, steps: int, sampler: str, me
     temporal = None
     if video_refs is not None:
         from elit.eval.video import ClipStatistics
-        temporal = ClipStatistics(video_refs["classifier"], model.sample_shape()[1], video_refs.get("i3d"))
+        temporal = ClipStatistics(video_refs["classifier"], video_refs["frames"], video_refs.get("i3d"))
 
     def batches():
         nonlocal gen_seconds
@@ -201,8 +201,9 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     need = [n for n in nets if any(METRIC_NET[m] == n for m in metrics if m in NEEDS_FEATURES)]
     video_refs = None
     if video:
-        ref, video_refs = prepare_video_reference(ref, next(iter(models.values())), metrics, ref_num, net_kwargs,
-                                                  i3d_weights, batch_size)
+        model = next(iter(models.values()))   # decoded clips have the VAE's frames and size, not the latents'
+        shape = decode.output_shape(model.sample_shape()) if decode is not None else model.sample_shape()
+        ref, video_refs = prepare_video_reference(ref, shape, metrics, ref_num, net_kwargs, i3d_weights, batch_size)
     refs = reference_stats(ref, extractors, need_features=need, batch_size=batch_size, progress=progress)[0] \
         if nets else {}
     # A saved row counts as done only if it carries every metric asked for now; others are redone, and
@@ -246,20 +247,24 @@ def _merge_into(saved: list[dict], row: dict) -> dict:
     return row
 
 
-def prepare_video_reference(ref, model, metrics, num, net_kwargs, i3d_weights, batch_size):
-    """Reference clips for a video sweep: (their frames, for the frame metrics; the temporal reference)."""
+def prepare_video_reference(ref, shape, metrics, num, net_kwargs, i3d_weights, batch_size):
+    """Reference clips of the generated clips' `shape` (C, T, H, W) for a video sweep: (their frames,
+    for the frame metrics; the temporal reference)."""
     from elit.eval.video import TEMPORAL_METRICS, ClipStatistics, I3DFeatures, frames_of, reference_clips
     if isinstance(ref, dict):
         raise UserError("a video sweep takes one reference (moving-fmnist-test or an .npz of clips), not NET=REF")
-    clips, labels = reference_clips(ref, model.sample_shape(), num)
+    clips, labels = reference_clips(ref, shape, num)
     out = None
     if any(m in TEMPORAL_METRICS for m in metrics):
-        classifier = get_extractor("fmnist", **(net_kwargs or {}))
+        # the Fashion-MNIST classifier only for its own metrics: FVD alone measures any RGB clips
+        fmnist = any(m in TEMPORAL_METRICS and m != "fvd" for m in metrics)
+        classifier = get_extractor("fmnist", **(net_kwargs or {})) if fmnist else None
         i3d = I3DFeatures(i3d_weights, device=(net_kwargs or {}).get("device", "cpu")) if "fvd" in metrics else None
         stats = ClipStatistics(classifier, clips.shape[2], i3d)
         for i in range(0, len(clips), batch_size):
             stats.update(clips[i:i + batch_size], None if labels is None else labels[i:i + batch_size])
-        out = {"classifier": classifier, "i3d": i3d, "stats": stats.stats(),
+        nets = ([classifier.protocol] if classifier else []) + (["FVD: I3D features, 224x224, [-1, 1]"] if i3d else [])
+        out = {"classifier": classifier, "i3d": i3d, "stats": stats.stats(), "frames": clips.shape[2],
                "protocol": f"clips of {clips.shape[2]} frames vs {len(clips)} reference clips of {ref}; "
-                           f"{classifier.protocol}" + ("; FVD: I3D features, 224x224, [-1, 1]" if i3d else "")}
+                           + "; ".join(nets)}
     return frames_of(clips), out

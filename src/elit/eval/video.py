@@ -73,38 +73,44 @@ def reference_clips(ref, shape: tuple[int, ...], num: int = 2000) -> tuple[torch
 
 
 class ClipStatistics:
-    """Accumulates the temporal statistics of uint8 clips batch by batch."""
+    """Accumulates the temporal statistics of uint8 clips batch by batch: the Fashion-MNIST ones
+    with a classifier, FVD with an I3D (either may be None: FVD alone measures any RGB video, e.g.
+    a video VAE's decoded clips)."""
 
     def __init__(self, classifier, frames: int, i3d=None):
         self.classifier, self.i3d = classifier, i3d
-        self.clip_fd = RunningStats(classifier.dim * frames)
+        self.clip_fd = RunningStats(classifier.dim * frames) if classifier is not None else None
         self.fvd = RunningStats(i3d.dim) if i3d is not None else None
         self.clips = self.consistent = self.frames = self.agree = 0
 
     def update(self, clips: torch.Tensor, labels: torch.Tensor | None) -> None:
         N, C, T = clips.shape[:3]
-        frames = frames_of(clips)
-        self.clip_fd.update(self.classifier(frames).reshape(N, -1))       # time-ordered concatenation
-        predicted = self.classifier.logits(frames).argmax(-1).reshape(N, T).cpu()
         self.clips += N
-        self.consistent += int((predicted == predicted[:, :1]).all(1).sum())
-        if labels is not None:
-            self.frames += N * T
-            self.agree += int((predicted == labels.reshape(N, 1).cpu()).sum())
+        if self.classifier is not None:
+            frames = frames_of(clips)
+            self.clip_fd.update(self.classifier(frames).reshape(N, -1))       # time-ordered concatenation
+            predicted = self.classifier.logits(frames).argmax(-1).reshape(N, T).cpu()
+            self.consistent += int((predicted == predicted[:, :1]).all(1).sum())
+            if labels is not None:
+                self.frames += N * T
+                self.agree += int((predicted == labels.reshape(N, 1).cpu()).sum())
         if self.fvd is not None:
             self.fvd.update(self.i3d(clips))
 
     def stats(self) -> dict:
-        out = {"clip": FeatureStats.from_running(self.clip_fd, "fmnist-clip", "clip features")}
+        out = {}
+        if self.clip_fd is not None:
+            out["clip"] = FeatureStats.from_running(self.clip_fd, "fmnist-clip", "clip features")
         if self.fvd is not None:
             out["fvd"] = FeatureStats.from_running(self.fvd, "i3d", "I3D features")
         return out
 
     def results(self, reference: dict, fd_method: str = "sqrtm") -> dict:
-        mine, ref = self.stats(), reference
-        res = {"fd_fmnist_clip": frechet_distance(mine["clip"].mu, mine["clip"].sigma, ref["clip"].mu,
-                                                  ref["clip"].sigma, method=fd_method),
-               "class_consistency": self.consistent / max(1, self.clips)}
+        mine, ref, res = self.stats(), reference, {}
+        if "clip" in mine:
+            res["fd_fmnist_clip"] = frechet_distance(mine["clip"].mu, mine["clip"].sigma, ref["clip"].mu,
+                                                     ref["clip"].sigma, method=fd_method)
+            res["class_consistency"] = self.consistent / max(1, self.clips)
         if self.frames:
             res["label_accuracy"] = self.agree / self.frames
         if "fvd" in mine:

@@ -8,15 +8,15 @@
 
 `ElasticTransformer` has the wrapped transformer's forward signature plus `budget=`, and the
 attributes pipelines touch (`config`, `device`, `dtype`, `cache_context`), so it replaces
-`pipe.transformer` in QwenImagePipeline and StableDiffusion3Pipeline. It shares the transformer's
+`pipe.transformer` in QwenImagePipeline, StableDiffusion3Pipeline, FluxPipeline and WanPipeline. It shares the transformer's
 weights (never copies or re-initialises them); only the latent interface is new.
 
 Budgets per pass, so cheap CFG runs through a stock pipeline:
 - `budget=` on a call wins; otherwise the attention kwargs the pipeline forwards (Qwen:
   `attention_kwargs`, SD3: `joint_attention_kwargs`) may hold `elit_budget` (the conditional pass)
   and `elit_uncond_budget` (the unconditional pass); the caller's dict is never mutated.
-- QwenImagePipeline calls cond and uncond separately inside `transformer.cache_context("cond" /
-  "uncond")`: the uncond call runs at `elit_uncond_budget`.
+- QwenImagePipeline (and FluxPipeline, WanPipeline) call cond and uncond separately inside
+  `transformer.cache_context("cond" / "uncond")`: the uncond call runs at `elit_uncond_budget`.
 - StableDiffusion3Pipeline batches [uncond ; cond] in one call: with `elit_uncond_budget` set, the
   batch is split in halves, the first half run at the uncond budget and the second at the cond
   budget (a skip-layer-guidance call, which passes `skip_layers`, is a cond-only call).
@@ -50,17 +50,25 @@ def adapter_for(transformer_class: str):
 
 
 def elastic_config(transformer, head_depth=None, tail_depth=None, window=None, elit: bool = True,
-                   input_size: int | None = None, text_tokens: int | None = None, **interface) -> ModelConfig:
+                   input_size: int | None = None, text_tokens: int | None = None, *, frames: int | None = None,
+                   width: int | None = None, **interface) -> ModelConfig:
     """The ModelConfig of an elastic `transformer`: its own geometry plus the interface.
 
     head_depth / tail_depth default to the paper's Qwen-Image placement scaled to the depth
     (8 of 60 blocks each side, at least 1); window defaults to 16 windows at `input_size`
-    (latent size; default: 128 for Qwen-Image, the sample size for SD3). `interface` holds other
-    InterfaceConfig fields (min_budget, latents_per_group, latent_pos, ...); latent_pos defaults
-    to "tokens" (each latent on a token of its window, docs/text-to-image.md).
+    (latent size; default: 128 for Qwen-Image, the sample size for SD3; Wan: the latent height,
+    with `width` and `frames`, default 480p x 81 frames). `interface` holds other InterfaceConfig
+    fields (min_budget, latents_per_group, latent_pos, ...); latent_pos defaults to "tokens" (each
+    latent on a token of its window, docs/text-to-image.md).
     """
-    args_cls = adapter_for(type(transformer).__name__).args_class
-    given = {k: v for k, v in (("input_size", input_size), ("text_tokens", text_tokens)) if v is not None}
+    adapter = adapter_for(type(transformer).__name__)
+    given = {k: v for k, v in (("input_size", input_size), ("text_tokens", text_tokens), ("frames", frames),
+                               ("width", width)) if v is not None}
+    extra = sorted(set(given) - set(adapter.geometry))
+    if extra:
+        raise UserError(f"{', '.join(extra)} do not apply to a {adapter.diffusers_class}; its geometry is "
+                        f"{', '.join(adapter.geometry)}")
+    args_cls = adapter.args_class
     args = args_cls.from_transformer(transformer, **given)
     config = {"backbone": args.to_dict(), "interface": None, "split": None}
     if elit:
@@ -70,20 +78,24 @@ def elastic_config(transformer, head_depth=None, tail_depth=None, window=None, e
         config["interface"] = {"window": None if window is None else list(window), **interface}
         config["interface"]["latent_pos"] = resolve_latent_pos(
             interface.get("latent_pos"), uses_rope=args.uses_rope, pretrained=True,
-            token_positions=adapter_for(type(transformer).__name__).token_positions(args))
+            token_positions=adapter.token_positions(args))
     elif head_depth is not None or tail_depth is not None or window is not None or interface:
         raise UserError("elit=False builds the plain transformer: give no head/tail depth, window or interface option")
     return ModelConfig.from_dict(config)
 
 
 def make_elastic(transformer, head_depth=None, tail_depth=None, window=None, *, elit: bool = True,
-                 input_size: int | None = None, text_tokens: int | None = None, **interface) -> "ElasticTransformer":
-    """Wrap a diffusers QwenImageTransformer2DModel / SD3Transformer2DModel (or an elit model
-    folder's ELITModel with such a backbone) into an ElasticTransformer; see the module docstring.
-    The transformer's weights are shared; only the new latent interface is initialised."""
+                 input_size: int | None = None, text_tokens: int | None = None, frames: int | None = None,
+                 width: int | None = None, **interface) -> "ElasticTransformer":
+    """Wrap a diffusers QwenImageTransformer2DModel / SD3Transformer2DModel / FluxTransformer2DModel /
+    WanTransformer3DModel (or an elit model folder's ELITModel with such a backbone) into an
+    ElasticTransformer; see the module docstring. The transformer's weights are shared; only the new
+    latent interface is initialised. Wan's window is (t, h, w) tokens; `frames` / `width` (latent
+    frames and width) join `input_size` (its latent height) as the build geometry."""
     if isinstance(transformer, ELITModel):
         return ElasticTransformer(transformer)
-    config = elastic_config(transformer, head_depth, tail_depth, window, elit, input_size, text_tokens, **interface)
+    config = elastic_config(transformer, head_depth, tail_depth, window, elit, input_size, text_tokens,
+                            frames=frames, width=width, **interface)
     adapter = config.adapter(config.backbone, transformer)
     model = ELITModel(config, backbone=adapter)
     weight = next(transformer.parameters())

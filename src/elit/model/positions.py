@@ -55,7 +55,8 @@ def check_latent_pos(kind: str, *, uses_rope: bool, token_positions: bool, backb
     if kind not in LATENT_POSITIONS:
         raise UserError(f"latent_pos must be one of {', '.join(map(repr, LATENT_POSITIONS))}, got {kind!r}")
     if kind == "rope" and not uses_rope:
-        raise UserError("latent_pos='rope' needs a backbone with RoPE; use latent_pos='learned' or 'none'")
+        raise UserError("latent_pos='rope' needs a backbone with RoPE over (slot, group) coordinates; use "
+                        "latent_pos='learned' or 'none' (or 'tokens' where the backbone offers it)")
     if kind == "tokens":
         if not token_positions:
             raise UserError(f"latent_pos='tokens' needs a backbone whose tokens carry positions the core can reuse "

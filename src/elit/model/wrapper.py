@@ -167,7 +167,8 @@ class ELITModel(nn.Module):
         latents, grouped = self.interface.read_latents(h, ctx.grid, ctx.cond, kept)
         B, G, _, D = latents.shape
         seq = latents[:, :, :kept].reshape(B, G * kept, D)
-        layout = CoreLayout(groups=G, kept=kept, positions=self.interface.core_positions(ctx.grid, kept, h.device))
+        layout = CoreLayout(groups=G, kept=kept, positions=self.interface.core_positions(ctx.grid, kept, h.device),
+                            window=self.interface.window)
         core_ctx = self.backbone.core_context(ctx, layout)
         seq, side = self.backbone.enter_core(seq, side, core_ctx)
         for i in core:

@@ -199,15 +199,15 @@ def _set_model_field(raw: dict, part: str | None, name: str, value) -> None:
     """One override into the model section, which is first rewritten in the nested spelling, so the
     value replaces what the file set for that field (whether the file named it by part or by keyword)."""
     section = nested_section(raw.get("model") or {})
-    if part is None:   # a keyword name: its part says section_parts
-        placed = section_parts({name: value})
-        if name in ("preset", "elit") or (name in PARTS and not isinstance(value, dict)):
-            section.update({k: placed[k] for k in ("preset", "elit") if placed[k] is not None})
-            if placed["elit"] is False:
-                section["interface"] = section["split"] = None
-            return _store(raw, section)
-        part, name = next((p, n) for p in PARTS for n in placed[p])
-    section[part] = {**(section.get(part) or {}), name: value}
+    placed = section_parts({part: {name: value}} if part else {name: value})
+    for key in ("preset", "elit"):
+        if placed[key] is not None:
+            section[key] = placed[key]
+    if placed["elit"] is False:
+        section["interface"] = section["split"] = None
+    for p in PARTS:
+        if placed[p]:
+            section[p] = {**(section.get(p) or {}), **placed[p]}
     _store(raw, section)
 
 

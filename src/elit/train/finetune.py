@@ -7,15 +7,16 @@ minimises flow + lambda * distill (flow/distill.py; paper: lambda = 20), logging
 Everything else (resume, DDP / FSDP2, EMA, checkpoints, export) is `elit train`'s loop.
 
 Teachers (`--teacher PATH`):
-- a local diffusers folder of a QwenImageTransformer2DModel or SD3Transformer2DModel (the
-  `transformer/` folder of a pipeline), loaded with `from_pretrained(PATH)`: the text-to-image path;
-  data: captioned latents (`data: {name: text-latents}`);
+- a local diffusers folder of a QwenImageTransformer2DModel, SD3Transformer2DModel,
+  FluxTransformer2DModel or WanTransformer3DModel (the `transformer/` folder of a pipeline), loaded
+  with `from_pretrained(PATH)`: the text-to-image (Wan: text-to-video) path; data: captioned latents
+  (`data: {name: text-latents}`; Wan: latent clips (C, T, H, W));
 - an elit model folder of a plain model: trained with `elit train`, or converted with `elit
   convert` (DiT, U-ViT: epsilon prediction; the student predicts velocity, see flow/distill.py).
 
 The config is a training YAML whose `model:` section holds only the ELIT settings (head_depth,
 tail_depth, window, min_budget, latent_pos, ...; for an MM-DiT also input_size, the latent size,
-and text_tokens), plus a `finetune:` section (FinetuneSettings).
+and text_tokens; for Wan also frames and width), plus a `finetune:` section (FinetuneSettings).
 """
 from __future__ import annotations
 
@@ -76,8 +77,10 @@ def diffusers_classes() -> list[str]:
     return sorted(a.diffusers_class for a in BACKBONES.values() if getattr(a, "diffusers_class", ""))
 
 
-def teacher_config(path, input_size: int | None = None, text_tokens: int | None = None) -> ModelConfig:
-    """The teacher's plain ModelConfig, read without loading its weights."""
+def teacher_config(path, input_size: int | None = None, text_tokens: int | None = None, **geometry) -> ModelConfig:
+    """The teacher's plain ModelConfig, read without loading its weights. A diffusers teacher is built
+    at `input_size` / `text_tokens` (and a video one's `geometry`: frames, width); an elit folder
+    brings its own."""
     if teacher_kind(path) == "elit":
         from elit.hub import read_config
         config, _ = read_config(path)
@@ -88,7 +91,7 @@ def teacher_config(path, input_size: int | None = None, text_tokens: int | None 
     meta = read_json(pathlib.Path(path) / "config.json", "teacher config")
     stand_in = type(meta["_class_name"], (), {"config": meta})()   # from_transformer reads .config only
     try:
-        return elastic_config(stand_in, elit=False, input_size=input_size, text_tokens=text_tokens)
+        return elastic_config(stand_in, elit=False, input_size=input_size, text_tokens=text_tokens, **geometry)
     except (KeyError, TypeError) as e:   # a hand-made or truncated config.json, not a bug of ours
         what = f"lacks {e}" if isinstance(e, KeyError) else f"has a value of the wrong type ({e})"
         raise UserError(f"teacher {path}/config.json {what}: it is not a complete diffusers {meta['_class_name']} "
@@ -101,9 +104,15 @@ def load_teacher(path, config: ModelConfig, dtype: torch.dtype = torch.float32) 
     if teacher_kind(path) == "elit":
         from elit.hub import load_pretrained
         return load_pretrained(path, dtype=dtype).requires_grad_(False)
+    import importlib.util
+
     from elit.model.backbones.mmdit import import_diffusers
-    transformer = getattr(import_diffusers(), json.loads((pathlib.Path(path) / "config.json").read_text())
-                          ["_class_name"]).from_pretrained(str(path), torch_dtype=dtype)
+    cls = getattr(import_diffusers(), json.loads((pathlib.Path(path) / "config.json").read_text())["_class_name"])
+    if getattr(cls, "_keep_in_fp32_modules", None) and importlib.util.find_spec("accelerate") is None:
+        # diffusers loads a model that keeps modules in float32 (Wan) only through accelerate
+        raise UserError(f"loading a {cls.__name__} folder needs accelerate: pip install accelerate "
+                        f"(or 'elit-diffusion[diffusers]')")
+    transformer = cls.from_pretrained(str(path), torch_dtype=dtype)
     backbone = config.adapter(config.backbone, transformer)
     return ELITModel(config, backbone=backbone).eval().requires_grad_(False)
 
@@ -189,7 +198,10 @@ def load_finetune_config(name_or_file: str, overrides: list[str] = (),
             raw["train"].setdefault(name, model_raw.pop(name))
     parts = section_parts(model_raw)
     size = parts["backbone"].pop("input_size", None)
-    plain = teacher_config(ft.teacher, size, parts["backbone"].pop("text_tokens", None))
+    # a diffusers video teacher (Wan) is built at these too; an elit teacher's are compared below
+    video = {k: parts["backbone"].pop(k) for k in ("frames", "width")
+             if k in parts["backbone"] and teacher_kind(ft.teacher) == "diffusers"}
+    plain = teacher_config(ft.teacher, size, parts["backbone"].pop("text_tokens", None), **video)
     if size is not None:   # a diffusers teacher was built at it; an elit teacher has its own: compared below
         parts["backbone"]["input_size"] = size
     student = elit_settings(plain, parts, name_or_file)

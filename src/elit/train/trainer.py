@@ -58,9 +58,13 @@ def check_model_fits_data(model: ModelConfig, dataset) -> None:
     if len(shape) == 4 and shape[1] != expected[1]:
         raise UserError(f"the clips have {shape[1]} frames but model.frames={expected[1]}; "
                         f"set model.frames={shape[1]} ({fix})")
-    if H != W:
+    if hasattr(b, "width"):   # a backbone built for H x W latents (Wan)
+        if (H, W) != tuple(expected[-2:]):
+            raise UserError(f"the data is {H}x{W} but the model takes {expected[-2]}x{expected[-1]}; "
+                            f"set model.input_size={H} model.width={W} ({fix})")
+    elif H != W:
         raise UserError(f"the data is {H}x{W}; only square inputs are supported")
-    if H != b.input_size:
+    elif H != b.input_size:
         raise UserError(f"the data is {H}x{W} but model.input_size={b.input_size}; "
                         f"set model.input_size={H} ({fix})")
     if model.elastic:

@@ -8,8 +8,9 @@ from elit.model.backbones.sd3 import SD3Args, SD3Backbone
 from elit.model.backbones.uvit import UViTArgs, UViTBackbone
 from elit.model.backbones.uvit_original import UViTOriginalArgs, UViTOriginalBackbone
 from elit.model.backbones.video import VideoDiTArgs, VideoDiTBackbone
+from elit.model.backbones.wan import WanArgs, WanBackbone
 
 __all__ = ["BACKBONES", "Backbone", "BackboneArgs", "Context", "CoreLayout", "DiTArgs", "DiTBackbone", "FluxArgs", "FluxBackbone", "HDiTArgs", "HDiTBackbone",
            "QwenImageArgs", "QwenImageBackbone", "SD3Args", "SD3Backbone", "UViTArgs", "UViTBackbone",
-           "UViTOriginalArgs", "UViTOriginalBackbone", "VideoDiTArgs", "VideoDiTBackbone",
+           "UViTOriginalArgs", "UViTOriginalBackbone", "VideoDiTArgs", "VideoDiTBackbone", "WanArgs", "WanBackbone",
            "register_backbone"]

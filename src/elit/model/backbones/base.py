@@ -90,11 +90,13 @@ class BackboneArgs:
 
 @dataclass(frozen=True)
 class CoreLayout:
-    """The latents the core runs on: `groups` groups of `kept` latents each, group-major, and their
-    positions as the interface decided them (elit.model.positions)."""
+    """The latents the core runs on: `groups` groups of `kept` latents each, group-major, their
+    positions as the interface decided them (elit.model.positions), and the window (tokens per axis)
+    each group came from (for adapters that pool per-token constants per window, e.g. Wan's)."""
     groups: int
     kept: int
     positions: LatentPositions = LatentPositions()
+    window: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ class MMDiTBackbone(Backbone):
     # What elit.interop.diffusers needs to stand in for the diffusers model in its pipelines:
     diffusers_class = ""          # the diffusers class this adapter wraps
     attention_kwargs_name = ""    # the forward argument that carries the pipeline's attention kwargs
+    # The input geometry a diffusers config does not hold: from_transformer's keywords (make_elastic's)
+    geometry = ("input_size", "text_tokens")
 
     @classmethod
     def batched_cfg(cls, kwargs: dict) -> bool:
@@ -59,8 +61,7 @@ class MMDiTBackbone(Backbone):
             raise UserError(f"{type(self).__name__} wraps a diffusers {self.diffusers_class}, got "
                             f"{type(transformer).__name__}")
         else:
-            expected = type(args).from_transformer(transformer, input_size=args.input_size,
-                                                   text_tokens=args.text_tokens)
+            expected = type(args).from_transformer(transformer, **{k: getattr(args, k) for k in self.geometry})
             if expected != args:
                 raise UserError(f"the {self.diffusers_class} does not match the backbone arguments "
                                 f"({expected} vs {args}); build the arguments with from_transformer")
