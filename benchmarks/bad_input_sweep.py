@@ -409,7 +409,7 @@ def train_cases():
     bad = [f"{t} {v}" for v in (
         "train.lr=nan", "train.lr=0", "train.lr=fast", "train.lr=[1", "train.lr=1e400", "train.betas=[2,3]",
         "train.betas=0.9", "train.max_steps=2.5", "train.max_steps=true", "train.seed=-1", "train.seed=1.5",
-        "train.budget=99", "train.budget=some", "train.budget=true", "train.budget_min=0", "train.budget_max=99",
+        "train.budget_draw=99", "train.budget_draw=some", "train.budget_draw=true", "train.budget_min=0", "train.budget_max=99",
         "train.global_batch_size=0", "train.global_batch_size=2.5", "train.time_distribution=normal",
         "train.class_dropout_prob=1", "train.ema_decay=1", "train.warmup_steps=-1", "train.lr_schedule=linear",
         "train.grad_clip=-1", "log.sample_steps=0", "log.log_every=0", "log.progress=maybe",

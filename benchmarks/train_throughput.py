@@ -37,8 +37,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     env = D.init_distributed("auto")
     variants = {"ELIT-DiT multi-budget": (args.config, []),
-                "ELIT-DiT full budget": (args.config, ["train.budget=full"]),
-                "DiT (baseline)": (args.baseline, ["train.budget=full", "log.sample_budgets=null"])}
+                "ELIT-DiT full budget": (args.config, ["train.budget_draw=full"]),
+                "DiT (baseline)": (args.baseline, ["train.budget_draw=full", "log.sample_budgets=null"])}
     trainers, batches, times = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (config, extra) in variants.items():

@@ -127,12 +127,12 @@ def training_gflops_per_step(config: str) -> float:
     space = model_cfg.budget_space
     if not model_cfg.elastic:
         per_image = analytic_gflops(model_cfg)
-    elif train.budget == "multi":
+    elif train.budget_draw == "multi":
         lo = train.budget_min or space.min_budget
         hi = train.budget_max or space.latents_per_group
         per_image = sum(analytic_gflops(model_cfg, b) for b in range(lo, hi + 1)) / (hi - lo + 1)
     else:
-        per_image = analytic_gflops(model_cfg, None if train.budget == "full" else int(train.budget))
+        per_image = analytic_gflops(model_cfg, None if train.budget_draw == "full" else int(train.budget_draw))
     return 3 * per_image * train.global_batch_size
 
 

@@ -22,7 +22,7 @@ TEXT = 6
 FINETUNE = """
 model: {input_size: 16, text_tokens: 6, head_depth: 1, tail_depth: 1, window: [4, 4], min_budget: 2}
 data: {name: text-latents, root: DATA}
-train: {seed: 0, max_steps: 4, global_batch_size: 8, class_dropout_prob: 0.1, budget: multi,
+train: {seed: 0, max_steps: 4, global_batch_size: 8, class_dropout_prob: 0.1, budget_draw: multi,
         time_shift: 2.22, lr: 2.0e-3, warmup_steps: 0, ema_decay: 0.0}
 log: {log_every: 2, ckpt_every: 1000, keep_last: 1, sample_per_row: 2, sample_steps: 2, sample_budgets: [2, 16],
       progress: false}

@@ -52,8 +52,8 @@ def test_overrides_beat_the_file_and_unknown_keys_are_named():
         load_config("fmnist-elit-dit", ["model.widht=1"])
     with pytest.raises(ValueError, match="unknown config section"):
         load_config("fmnist-elit-dit", ["optim.lr=1"])
-    with pytest.raises(ValueError, match="budget=full"):
-        load_config("fmnist-dit", ["train.budget=multi"])
+    with pytest.raises(ValueError, match="budget_draw=full"):
+        load_config("fmnist-dit", ["train.budget_draw=multi"])
 
 
 def test_config_file_and_cli_errors(tmp_path, capsys):
@@ -194,3 +194,12 @@ def test_compiled_training_keeps_parameter_names_and_exports(tmp_path):
     ckpt = load_checkpoint(list_checkpoints(out)[-1])
     assert set(ckpt["model"]) == set(elit.ELITModel(elit.load_pretrained(out / "model").config).state_dict())
     assert len(set(read_log(out)[-1]["loss_budget"])) >= 2      # several budgets through the same graphs
+
+
+def test_a_train_section_written_before_0_3_still_reads():
+    """`train.budget` was the name before 0.3 (a budget itself is the per-call number); it reads as
+    budget_draw, and giving both is refused."""
+    from elit.train.config import train_section
+    assert train_section({"budget": "full", "lr": 1e-3}) == {"budget_draw": "full", "lr": 1e-3}
+    with pytest.raises(ValueError, match="keep budget_draw"):
+        train_section({"budget": "full", "budget_draw": "multi"})

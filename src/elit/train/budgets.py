@@ -23,7 +23,7 @@ class TrainingBudgets:
         budgets = space.budgets
         if not budgets:  # plain backbone: no interface, no budget
             if mode != "full":
-                raise UserError("a plain backbone has no budgets; set train.budget=full")
+                raise UserError("a plain backbone has no budgets; set train.budget_draw=full")
             self.choices = [None]
             return
         if mode == "full":
@@ -37,7 +37,7 @@ class TrainingBudgets:
             self.choices = list(range(lo, hi + 1))
         else:
             if isinstance(mode, bool) or int(mode) not in budgets:
-                raise UserError(f"train.budget={mode} is not one of the model's budgets "
+                raise UserError(f"train.budget_draw={mode} is not one of the model's budgets "
                                 f"{budgets[0]}..{budgets[-1]}")
             self.choices = [int(mode)]
 

@@ -39,9 +39,10 @@ class TrainSettings:
     time_mean: float = 0.0
     time_std: float = 1.0
     time_shift: float = 1.0             # t' = s t / (1 + (s-1) t); 1 = off
-    # ---- budgets: "multi" draws J~ ~ Uniform{budget_min..budget_max} per step (the same on every
-    # rank); an int trains one fixed budget; "full" trains at J (and is the only choice for plain DiT).
-    budget: str | int = "multi"
+    # ---- which budgets training draws (a budget itself is one number: model(..., budget=4)):
+    # "multi" draws J~ ~ Uniform{budget_min..budget_max} per step (the same on every rank); an int
+    # trains one fixed budget; "full" trains at J (and is the only choice for plain DiT).
+    budget_draw: str | int = "multi"
     budget_min: int | None = None       # None: the model's smallest budget
     budget_max: int | None = None       # None: J; lower it to cap training cost (paper Table 5)
     # ---- optimiser (paper: Adam, lr 1e-4, 10k warm-up, clip 1.0, EMA 0.9999)
@@ -251,7 +252,7 @@ def resolve_config(raw: dict) -> RunConfig:
         if not isinstance(raw.get(section) or {}, dict):
             raise UserError(f"config section {section!r} must be a mapping, got {raw[section]!r}")
     model_raw = dict(raw.get("model") or {})
-    train_raw = dict(raw.get("train") or {})
+    train_raw = train_section(raw.get("train"))
     for name in LEGACY_TRAINING_FIELDS:   # older configs kept the class dropout under model:
         if name in model_raw:
             train_raw.setdefault(name, model_raw.pop(name))
@@ -263,6 +264,17 @@ def resolve_config(raw: dict) -> RunConfig:
     cfg = RunConfig(model=model, data=data, **{s: build_dataclass(cls, sections[s], s) for s, cls in SECTIONS.items()})
     check_settings(cfg)
     return cfg
+
+
+def train_section(section) -> dict:
+    """The `train:` section, with the key files written before 0.3 called `budget` read as
+    `budget_draw` (the name a budget itself has is the per-call number, model(..., budget=4))."""
+    section = dict(section or {})
+    if "budget" in section:
+        if "budget_draw" in section:
+            raise UserError("train.budget (the name before 0.3) and train.budget_draw are both set; keep budget_draw")
+        section["budget_draw"] = section.pop("budget")
+    return section
 
 
 def model_config(section: dict) -> ModelConfig:
@@ -324,15 +336,15 @@ def check_settings(cfg: RunConfig) -> None:
     t, lg, sy = cfg.train, cfg.log, cfg.system
     for settings, where in ((t, "train"), (lg, "log"), (sy, "system")):
         _check_types(settings, where)
-    if isinstance(t.budget, bool) or not isinstance(t.budget, (int, str)):
-        raise UserError(f"train.budget must be 'multi', 'full' or an int (latents per group), got {t.budget!r}")
-    if isinstance(t.budget, str) and t.budget not in ("multi", "full"):
-        raise UserError(f"train.budget must be 'multi', 'full' or an int (latents per group), got {t.budget!r}")
+    if isinstance(t.budget_draw, bool) or not isinstance(t.budget_draw, (int, str)) or (
+            isinstance(t.budget_draw, str) and t.budget_draw not in ("multi", "full")):
+        raise UserError(f"train.budget_draw must be 'multi', 'full' or an int (latents per group), "
+                        f"got {t.budget_draw!r}")
     _optional_int(t.budget_min, "train.budget_min")
     _optional_int(t.budget_max, "train.budget_max")
-    if not cfg.model.elastic and t.budget != "full":
-        raise UserError(f"a plain backbone (model.elit=false) has no budgets: set train.budget=full "
-                         f"(got {t.budget!r})")
+    if not cfg.model.elastic and t.budget_draw != "full":
+        raise UserError(f"a plain backbone (model.elit=false) has no budgets: set train.budget_draw=full "
+                         f"(got {t.budget_draw!r})")
     if cfg.model.backbone.prediction != "velocity":
         raise UserError(f"elit train trains rectified-flow velocity models; model.prediction="
                          f"{cfg.model.backbone.prediction!r} is for converted checkpoints (set model.prediction=velocity)")

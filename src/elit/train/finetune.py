@@ -36,7 +36,8 @@ from elit.flow.vp import VPSchedule
 from elit.model import ELITModel, ModelConfig
 from elit.model.config import LEGACY_TRAINING_FIELDS, build_dataclass, section_parts
 from elit.train import distributed as D
-from elit.train.config import SECTIONS, RunConfig, apply_overrides, check_settings, list_presets, read_yaml
+from elit.train.config import (SECTIONS, RunConfig, apply_overrides, check_settings, list_presets, read_yaml,
+                               train_section)
 from elit.train.trainer import Trainer
 
 # Apart from the training presets (elit/configs/*.yaml): a fine-tuning config has other sections.
@@ -213,7 +214,8 @@ def load_finetune_config(name_or_file: str, overrides: list[str] = (),
     data = dict(raw.get("data") or {})
     if "name" not in data:
         raise UserError("config section 'data' needs a 'name' (text-latents for a text-to-image teacher)")
-    sections = {s: build_dataclass(cls, dict(raw.get(s) or {}), s) for s, cls in SECTIONS.items()}
+    sections = {s: build_dataclass(cls, train_section(raw.get(s)) if s == "train" else dict(raw.get(s) or {}), s)
+                for s, cls in SECTIONS.items()}
     cfg = RunConfig(model=model, data=data, **sections)
     check_settings(cfg)
     return cfg, ft

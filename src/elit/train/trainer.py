@@ -33,7 +33,7 @@ from elit.model.grouping import check_grid
 from elit.train import distributed as D
 from elit.train.budgets import TrainingBudgets
 from elit.train.checkpoint import list_checkpoints, newest_checkpoint, remove_stale_temporaries, save_checkpoint
-from elit.train.config import RunConfig, config_differences, dump_config, model_config
+from elit.train.config import RunConfig, config_differences, dump_config, model_config, train_section
 from elit.train.ema import EMA
 from elit.train.logger import LossStats, RunLog
 from elit.train.run_folder import check_run_folder, truncate_log
@@ -124,7 +124,7 @@ class Trainer:
         model = self.build_model().to(env.device)
         model.grad_checkpointing = sy.grad_checkpointing
         model.check_values = False   # t and y come from this trainer, not from a user
-        self.budget_draws = TrainingBudgets(tr.budget, model.budget_space, tr.seed, tr.budget_min, tr.budget_max)
+        self.budget_draws = TrainingBudgets(tr.budget_draw, model.budget_space, tr.seed, tr.budget_min, tr.budget_max)
         self.null_class = model.null_class_id
         for b in cfg.log.sample_budgets or []:  # fail now, not after hours of training
             try:
@@ -218,7 +218,8 @@ class Trainer:
             was = "fsdp" if ckpt["fsdp"] else "ddp/single-process"
             raise UserError(f"checkpoint {path.name} was written by a {was} run; resume it with the same "
                              f"system.parallel setting")
-        changed = {section: config_differences(ckpt["config"][section], self.cfg.to_dict()[section])
+        saved = {**ckpt["config"], "train": train_section(ckpt["config"]["train"])}   # any version's names
+        changed = {section: config_differences(saved[section], self.cfg.to_dict()[section])
                    for section in ("train", "data")}
         D.load_model_state(self.model, ckpt["model"])
         self.ema.load_full_state(ckpt["ema"])
