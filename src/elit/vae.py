@@ -13,6 +13,8 @@ Latents are normalised as each VAE's own pipeline normalises them, so decoding u
 """
 from __future__ import annotations
 
+import pathlib
+
 import torch
 from elit.errors import MissingInputError, UserError
 
@@ -84,6 +86,17 @@ def check_vae(config, vae: str, subfolder: str | None = None, what: str = "this 
     if channels != own:
         raise UserError(f"{what} samples {own}-channel latents but the {cls_name} {_where(vae, subfolder)} has "
                         f"{channels}; pass the VAE its training latents came from")
+
+
+def vae_beside(vae: str | None, subfolder: str | None, *folders) -> tuple[str | None, str | None]:
+    """The VAE to decode with: `vae` (and `subfolder`) as given, else the `vae/` of the first of `folders`
+    that has one (a diffusers pipeline folder given with --pipeline, a model folder that carries its VAE)."""
+    if vae:
+        return vae, subfolder
+    for folder in folders:
+        if folder and (pathlib.Path(folder) / "vae" / "config.json").is_file():
+            return str(folder), "vae"
+    return None, None
 
 
 def decoder_for(config, vae: str | None, subfolder: str | None = None, device="cpu", what: str = "this model"):
