@@ -194,7 +194,7 @@ def run(args) -> int:
     if text:
         from elit.sampling.prompts import encode_prompts, load_text_encoder
         if len(prompts) * len(seeds) > MAX_SEEDS:
-            raise UserError(f"{len(prompts)} prompts x {len(seeds)} seeds ask for {len(prompts) * len(seeds):,} "
+            raise UserError(f"{len(prompts)} prompts x {len(seeds):,} seeds ask for {len(prompts) * len(seeds):,} "
                             f"images; one call samples at most {MAX_SEEDS:,}: split the seeds over several calls")
         encoder = load_text_encoder(model.config, args.model, args.pipeline, device, dtype)
         negative = negative_prompt(args, plan)
