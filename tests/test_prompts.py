@@ -197,3 +197,41 @@ def test_a_pipeline_of_another_family_is_refused_from_its_index(text_dir, tmp_pa
         load_text_encoder(config, text_dir, pipeline=tmp_path / "sd3")
     with pytest.raises(UserError, match="elit encodes prompts with QwenImagePipeline"):
         load_text_encoder(config, text_dir, pipeline=tmp_path / "sdxl")
+
+
+@pytest.mark.parametrize("name", ["StableDiffusion3Pipeline", "FluxPipeline", "WanPipeline"])
+def test_each_pipelines_encode_prompt_maps_to_its_text_condition(name, tmp_path, monkeypatch):
+    """The pipelines not built here for real: from_pretrained gets transformer and VAE as None (Wan: its
+    second transformer too), offline; encode_prompt's outputs land where the adapter reads them (SD3 /
+    FLUX: the pooled vector; Wan: no mask, padded to 512 as its __call__ pads)."""
+    import diffusers
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": name}))
+    embeds, pooled = torch.randn(2, 5, 4), torch.randn(2, 3)
+    calls = {}
+
+    class Fake:
+        def to(self, device):
+            return self
+
+        def encode_prompt(self, *args, **kw):
+            calls["encode"] = (args, kw)
+            return {"StableDiffusion3Pipeline": (embeds, None, pooled, None),
+                    "FluxPipeline": (embeds, pooled, torch.zeros(5, 3)), "WanPipeline": (embeds, None)}[name]
+
+    def from_pretrained(folder, **kw):
+        calls["load"] = kw
+        return Fake()
+    monkeypatch.setattr(getattr(diffusers, name), "from_pretrained", from_pretrained)
+    encoder = PipelineEncoder(tmp_path)
+    assert "load" not in calls                       # loaded on first use only
+    cond = encoder.encode(["a", "b"])
+    skip = {"transformer": None, "vae": None, **({"transformer_2": None} if name == "WanPipeline" else {})}
+    assert {k: calls["load"][k] for k in skip} == skip and calls["load"]["local_files_only"] is True
+    args, kw = calls["encode"]
+    assert args[0] == ["a", "b"] and torch.equal(cond.embeds, embeds) and cond.mask is None
+    if name == "WanPipeline":
+        assert cond.pooled is None and kw["max_sequence_length"] == 512 and kw["do_classifier_free_guidance"] is False
+    else:
+        assert torch.equal(cond.pooled, pooled)
+    if name == "StableDiffusion3Pipeline":
+        assert kw["do_classifier_free_guidance"] is False
