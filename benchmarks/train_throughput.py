@@ -68,7 +68,7 @@ def main() -> None:
     for name, tr in trainers.items():
         cfg = tr.cfg
         ips = args.steps * cfg.train.global_batch_size / times[name]
-        choices = tr.schedule.choices
+        choices = tr.budget_draws.choices
         gflops = sum(analytic_gflops(cfg.model, b) for b in choices) / len(choices)
         rows.append((name, cfg.train.global_batch_size, ips, gflops))
         if name.startswith("DiT"):

@@ -12,9 +12,9 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/main-job}
 
 bash scripts/setup.sh
-# Threads: by default (system.threads=0) elit takes the cores the load average says are free; on a
-# machine shared with busy processes that is often one, several times faster than one per core.
-# THREADS=N forces N.
+# Threads: by default (system.threads=0) elit takes the cores free now (elit._threads); on a machine
+# shared with busy processes that is often one, several times faster than one per core.
+# THREADS=N forces N (and makes the run's results bit-identical run to run).
 elit train --config fmnist-elit-dit --out "$OUT" system.threads="${THREADS:-0}" "$@"
 
 python - "$OUT" <<'PY'

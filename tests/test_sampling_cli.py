@@ -72,3 +72,23 @@ def test_budget_grid_writes_one_labelled_png(tmp_path):
     assert Image.open(rgb).mode == "RGB"
     with pytest.raises(ValueError):
         budget_grid(rows, ["only one label"], tmp_path / "bad.png")
+
+
+def test_a_fixed_thread_count_samples_the_same_bytes_every_time(model_dir, tmp_path):
+    """The deterministic mode (docs/sampling.md): `--threads N` (or ELIT_THREADS) fixes the count,
+    the command line says so once, the run records it, and two runs write identical files."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ELIT_THREADS")}
+    outs = []
+    for name in ("a", "b"):
+        cmd = [sys.executable, "-m", "elit", "sample", "--model", str(model_dir), "--seeds", "0-3", "--steps", "3",
+               "--threads", "2", "--out", str(tmp_path / name)]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert "using 2 CPU threads (--threads)" in res.stderr
+        outs.append({p.name: p.read_bytes() for p in sorted((tmp_path / name).glob("*.png"))})
+    assert len(outs[0]) == 4 and outs[0] == outs[1]
+    assert json.loads((tmp_path / "a" / "sampling.json").read_text())["threads"] == 2

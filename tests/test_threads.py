@@ -10,11 +10,31 @@ from elit._threads import ThroughputWatch, choose_threads, set_threads
 
 
 def test_threads_take_the_free_cores():
-    assert choose_threads(cores=2, load=0.0) == 2
-    assert choose_threads(cores=2, load=1.0) == 1         # the main job's busy 2-core machine: one thread
-    assert choose_threads(cores=2, load=5.0) == 1         # never zero
-    assert choose_threads(cores=16, load=3.6) == 12
-    assert choose_threads(cores=16, load=0.0, processes=2) == 8   # torchrun: shared among the local ranks
+    assert choose_threads(cores=2, busy=0.0) == 2
+    assert choose_threads(cores=2, busy=1.0) == 1         # another job holds one core: one thread
+    assert choose_threads(cores=2, busy=5.0) == 1         # never zero
+    assert choose_threads(cores=16, busy=3.6) == 12
+    assert choose_threads(cores=16, busy=0.0, processes=2) == 8   # torchrun: shared among the local ranks
+
+
+def test_the_machine_is_read_now_not_from_the_load_average(monkeypatch):
+    """busy_cores measures CPU time over a short window (/proc/stat); on a machine whose load
+    average still counts a finished command, the count follows what runs now."""
+    import elit._threads as T
+    busy = T.busy_cores(0.05)
+    assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
+    monkeypatch.setattr(T.os, "getloadavg", lambda: (99.0, 99.0, 99.0))   # a stale, huge load average
+    monkeypatch.setattr(T, "busy_cores", lambda window=0.25: 0.0)
+    monkeypatch.setattr(T, "usable_cores", lambda: 2)
+    assert T.auto_threads()[0] == 2
+
+
+def test_a_cgroup_quota_caps_the_usable_cores(monkeypatch):
+    import elit._threads as T
+    monkeypatch.setattr(T, "cgroup_quota", lambda: 1.5)
+    assert T.usable_cores() == 1
+    monkeypatch.setattr(T, "cgroup_quota", lambda: None)
+    assert T.usable_cores() >= 1
 
 
 def test_an_explicit_count_wins(monkeypatch):
@@ -31,13 +51,13 @@ def test_an_explicit_count_wins(monkeypatch):
 def test_auto_announces_a_cap_on_a_loaded_machine():
     """A real process: with OMP_NUM_THREADS unset, `set_threads(0)` caps at the free cores."""
     code = ("import elit._threads as T, torch\n"
-            "T.os.getloadavg = lambda: (T.usable_cores() + 5.0, 0.0, 0.0)\n"
+            "T.busy_cores = lambda window=0.25: T.usable_cores() + 5.0\n"
             "n = T.set_threads(0, announce=print)\nprint('threads', n, torch.get_num_threads())\n")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ELIT_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "threads 1 1"
     if os.cpu_count() > 1:
-        assert "using 1 CPU thread" in out and "load average" in out
+        assert "using 1 CPU thread" in out and "busy now" in out
 
 
 def test_throughput_collapse_is_flagged():
@@ -55,13 +75,19 @@ def test_command_lines_give_torch_and_blas_the_auto_count(monkeypatch):
     monkeypatch.setattr(T, "AUTO_SET", None)
     for name in T.THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(T.os, "getloadavg", lambda: (T.usable_cores() + 3.0, 0.0, 0.0))
+    monkeypatch.setattr(T, "busy_cores", lambda window=0.25: T.usable_cores() + 3.0)
+    monkeypatch.delenv("ELIT_THREADS", raising=False)
     said = []
     assert T.set_thread_environment(announce=said.append) == 1
     assert all(os.environ[name] == "1" for name in T.THREAD_VARIABLES)
     assert bool(said) == (T.usable_cores() > 1)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")                 # the user's choice is kept
-    assert T.set_thread_environment() is None and os.environ["OMP_NUM_THREADS"] == "3"
+    assert T.set_thread_environment() == 3 and os.environ["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("ELIT_THREADS", "2")                    # ELIT_THREADS wins, and reaches the BLAS too
+    said.clear()
+    assert T.set_thread_environment(announce=said.append) == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+    assert said == ["using 2 CPU threads (ELIT_THREADS)"]
+    assert T.set_thread_environment(4) == 4 and os.environ["ELIT_THREADS"] == "4"   # --threads wins over both
 
 
 def test_a_resumed_run_keeps_its_thread_count_and_says_when_it_changes(monkeypatch):
@@ -71,7 +97,8 @@ def test_a_resumed_run_keeps_its_thread_count_and_says_when_it_changes(monkeypat
     for name in T.THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(T, "AUTO_SET", None)
-    monkeypatch.setattr(T.os, "getloadavg", lambda: (T.usable_cores() + 3.0, 0.0, 0.0))   # auto: 1 thread
+    monkeypatch.setattr(T, "busy_cores", lambda window=0.25: T.usable_cores() + 3.0)
+    monkeypatch.delenv("ELIT_THREADS", raising=False)   # auto: 1 thread
     before = torch.get_num_threads()
     try:
         said = []

@@ -3,37 +3,92 @@
 torch's default is one thread per core. On a machine whose cores are busy with other work, its
 worker threads wait for each other at every parallel region while the scheduler runs someone else:
 on a loaded 2-core machine the main job ran 20x slower with two threads than with one. So the
-default ("auto") takes the cores that the load average says are free, never more than torch would.
-An explicit count (system.threads, OMP_NUM_THREADS) is always obeyed.
+default ("auto") takes the cores that are free now: the CPU time the machine spent idle over a short
+window (/proc/stat), within the cores this process may use (affinity and a cgroup CPU quota). The
+1-minute load average is not used: right after a command ends it still counts that command's work,
+and a quiet machine looked half busy.
+
+An explicit count always wins: `--threads N` on a command, ELIT_THREADS, or OMP_NUM_THREADS (in that
+order; system.threads in training configs). A fixed count is also the deterministic mode: the
+thread count changes how sums are split, so sampling and resuming are bit-identical across runs
+only with the same count (docs/training.md, docs/sampling.md).
 """
 from __future__ import annotations
 
 import os
+import time
 
 
 def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota (containers)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_quota()
+    return max(1, min(cores, int(quota))) if quota else cores
 
 
-def choose_threads(cores: int, load: float, processes: int = 1) -> int:
-    """Threads per process: the cores the other work (its 1-minute load average) leaves free,
-    shared among this job's processes on the machine; at least one."""
-    free = max(1, round(cores - load))
+def cgroup_quota() -> float | None:
+    """The CPU quota in cores (cgroup v2 cpu.max, v1 cfs files), None when unlimited or unknown."""
+    try:
+        text = open("/sys/fs/cgroup/cpu.max").read().split()
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int(open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read())
+        period = int(open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read())
+        return quota / period if quota > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs since boot, or None off Linux."""
+    try:
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)     # idle + iowait
+    return idle, sum(fields[:8])
+
+
+def busy_cores(window: float = 0.25) -> float | None:
+    """Cores' worth of work running on the machine now: the share of CPU time not idle over
+    `window` seconds, times the machine's CPUs. None where /proc/stat cannot be read."""
+    first = _cpu_times()
+    if first is None:
+        return None
+    time.sleep(window)
+    second = _cpu_times()
+    total = second[1] - first[1]
+    if total <= 0:
+        return None
+    return (1 - (second[0] - first[0]) / total) * (os.cpu_count() or 1)
+
+
+def choose_threads(cores: int, busy: float, processes: int = 1) -> int:
+    """Threads per process: the usable cores other work (`busy` cores of it) leaves free, shared
+    among this job's processes on the machine; at least one."""
+    free = max(1, round(cores - busy))
     return max(1, min(cores, free) // max(1, processes))
 
 
 def auto_threads(processes: int = 1) -> tuple[int, str]:
     """(threads, reason) for this machine now."""
     cores = usable_cores()
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = 0.0
-    n = choose_threads(cores, load, processes)
-    reason = f"{cores} cores, load average {load:.1f}" + (f", {processes} processes" if processes > 1 else "")
+    busy = busy_cores()
+    if busy is None:       # no /proc/stat: the load average is all there is
+        try:
+            busy, how = os.getloadavg()[0], "load average"
+        except (AttributeError, OSError):
+            busy, how = 0.0, "load unknown"
+    else:
+        how = "busy now"
+    n = choose_threads(cores, busy, processes)
+    reason = f"{cores} usable cores, {busy:.1f} {how}" + (f", {processes} processes" if processes > 1 else "")
     return n, reason
 
 
@@ -43,7 +98,14 @@ AUTO_SET: int | None = None
 
 
 def user_thread_count() -> int | None:
-    """OMP_NUM_THREADS if the user set it; None if it is unset or elit's own automatic choice."""
+    """The count the user chose: ELIT_THREADS, else OMP_NUM_THREADS; None if neither is set (or
+    OMP_NUM_THREADS holds elit's own automatic choice)."""
+    text = os.environ.get("ELIT_THREADS", "").strip()
+    if text:
+        try:
+            return max(1, int(text))
+        except ValueError:
+            pass
     text = os.environ.get("OMP_NUM_THREADS", "").strip()
     if not text or (AUTO_SET is not None and text == str(AUTO_SET)):
         return None
@@ -53,21 +115,34 @@ def user_thread_count() -> int | None:
         return None
 
 
-def set_thread_environment(announce=None) -> int | None:
-    """Before torch and numpy are imported: unless the user set OMP_NUM_THREADS, give torch and the
-    BLAS under numpy/scipy (OpenBLAS, MKL) the auto count. Both spin the same way on a busy machine
-    (a 2048-d matrix square root for FID took 40 s with two BLAS threads there, 17 s with one).
-    Returns the count set, or None if the user's choice was kept."""
-    if os.environ.get("OMP_NUM_THREADS", "").strip():
-        return None
+def set_thread_environment(requested: int | None = None, announce=None) -> int:
+    """Before torch and numpy are imported: give torch and the BLAS under numpy/scipy (OpenBLAS,
+    MKL) one count, since both spin the same way on a busy machine (a 2048-d matrix square root for
+    FID took 40 s with two BLAS threads there, 17 s with one). The count is `requested` (a command's
+    --threads), else ELIT_THREADS, else OMP_NUM_THREADS, else the automatic one; `announce` is told
+    which, once. Returns it."""
     global AUTO_SET
-    n, reason = auto_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    for name in THREAD_VARIABLES:
-        os.environ.setdefault(name, str(n))
-    AUTO_SET = n
-    if announce is not None and n < usable_cores():
-        announce(f"using {n} CPU thread{'s' * (n > 1)} ({reason}; other work holds the rest); "
-                 f"set OMP_NUM_THREADS to choose")
+    if requested is not None and requested > 0:
+        n, how = requested, "--threads"
+    elif os.environ.get("ELIT_THREADS", "").strip() and user_thread_count():
+        n, how = user_thread_count(), "ELIT_THREADS"
+    elif user_thread_count():
+        n, how = user_thread_count(), "OMP_NUM_THREADS"
+    else:
+        n, reason = auto_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        for name in THREAD_VARIABLES:
+            os.environ.setdefault(name, str(n))
+        AUTO_SET = n
+        if announce is not None:
+            announce(f"using {n} CPU thread{'s' * (n > 1)} (automatic: {reason}); --threads N or "
+                     f"ELIT_THREADS=N chooses, and a fixed count makes results bit-identical run to run")
+        return n
+    for name in THREAD_VARIABLES:       # the user's count, for torch and the BLAS alike
+        os.environ[name] = str(n)
+    os.environ["ELIT_THREADS"] = str(n)
+    AUTO_SET = None
+    if announce is not None:
+        announce(f"using {n} CPU thread{'s' * (n > 1)} ({how})")
     return n
 
 
@@ -77,6 +152,8 @@ def set_threads(requested: int = 0, processes: int = 1, announce=None) -> int:
     import torch
     if requested > 0:
         n = requested
+    elif os.environ.get("ELIT_THREADS", "").strip() and user_thread_count():
+        n = user_thread_count()            # torch does not read ELIT_THREADS itself
     elif os.environ.get("OMP_NUM_THREADS", "").strip():
         return torch.get_num_threads()
     else:

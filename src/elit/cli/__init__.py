@@ -50,6 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
 THREADED = ("train", "sample", "eval", "fid", "ref", "plan", "extract-latents")
 
 
+def threads_flag(args: list[str]) -> int | None:
+    """A threaded command's --threads N, read before torch is imported (its parser checks it again)."""
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--threads=") else (
+            args[i + 1] if arg == "--threads" and i + 1 < len(args) else None)
+        if value is not None:
+            return int(value) if value.isdigit() and int(value) > 0 else None   # the parser names a bad one
+    return None
+
+
+def add_threads_argument(parser) -> None:
+    """--threads, the same on every threaded command (elit._threads says how the default is chosen)."""
+    from elit.cli._args import integer
+    parser.add_argument("--threads", type=integer(1), default=None,
+                        help="CPU threads for torch and the BLAS (default: ELIT_THREADS, OMP_NUM_THREADS, else the "
+                             "cores free now); a fixed count gives bit-identical results run to run")
+
+
 def main(argv: list[str] | None = None) -> int:
     # Only a real command line picks the thread count: a library call (tests, notebooks) keeps its own.
     from_command_line = argv is None
@@ -68,11 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_text = COMMANDS[name]
     if from_command_line and name in THREADED and not set(argv[1:]) & {"-h", "--help"}:
         from elit._threads import set_thread_environment   # before torch or numpy is imported
-        set_thread_environment(announce=lambda text: print(f"elit {name}: {text}", file=sys.stderr))
+        set_thread_environment(threads_flag(argv[1:]), announce=lambda text: print(f"elit {name}: {text}",
+                                                                                     file=sys.stderr))
     module = importlib.import_module(f"elit.cli.{module_name}")
     parser = OneLineParser(prog=f"elit {name}", description=module.__doc__.split("\n\n")[0].strip()
                            if module.__doc__ else help_text)
     module.add_arguments(parser)
+    if name in THREADED and name != "train":   # train: system.threads (its own rules on resume)
+        add_threads_argument(parser)
     try:
         # Intermixed: `elit train ... train.lr=1e-3 --max-steps 2 model.depth=3` is one command line.
         args = parser.parse_intermixed_args(argv[1:])

@@ -208,6 +208,7 @@ def run(args) -> int:
           f"(analytic, 2 x multiply-adds; cache skips not subtracted)")
     info = {"model": str(args.model), "gflops_per_image": gflops,
             "labels": "prompts" if text else args.labels or "seed % num_classes",
+            "threads": torch.get_num_threads(),   # the images' last bits depend on it (a fixed count: identical)
             "last_options": {k: v for k, v in vars(args).items() if k != "command"}}
     label_of = dict(zip(seeds, labels)) if labels is not None else None
     if not shards.is_main:    # compute this rank's batches of what rank 0 still needs; rank 0 writes
