@@ -13,6 +13,7 @@ Stages (each resumable; rerun the same command to continue):
     data      DIR/captions                 captioned Fashion-MNIST train set (text-latents)
     teacher   DIR/teacher                  elit train --config fmnist-t2i-qwen (then DIR/teacher-diffusers)
     finetune  DIR/elit                     elit finetune --teacher DIR/teacher-diffusers --config fmnist-t2i
+                                           (DIR/elit/model carries the word encoder: elit sample --prompt)
     eval      DIR/eval/*.pt, rows.json     samples and metrics per (model, budget, guidance)
     report    docs/results/text-to-image.{md,json} and docs/results/text-to-image/*.png
 
@@ -82,6 +83,17 @@ def stage_finetune(out: pathlib.Path, args) -> None:
     elit_cli("finetune", "--teacher", str(out / "teacher-diffusers"), "--config", "fmnist-t2i",
              "--out", str(out / "elit"), "--max-steps", str(args.finetune_steps), f"data.root={out / 'captions'}",
              "log.progress=false", *(["train.global_batch_size=8", "log.sample_steps=2"] if args.smoke else []))
+    carry_text_encoder(out / "elit" / "model")
+
+
+def carry_text_encoder(model_dir: pathlib.Path) -> None:
+    """The model folder carries the word encoder its captions were encoded with (model/text_encoder/),
+    so `elit sample --prompt` and `elit serve` take prompts without a pipeline folder. Written after
+    every finetune run: an export replaces the whole folder."""
+    from elit.data.fmnist_captions import WordEncoder
+    from elit.sampling.prompts import TEXT_ENCODER, WordTableEncoder
+    if not (model_dir / TEXT_ENCODER / "config.json").is_file():
+        WordTableEncoder(WordEncoder()).save(model_dir / TEXT_ENCODER)     # build_caption_set's encoder
 
 
 def load_models(out: pathlib.Path):

@@ -155,6 +155,31 @@ class MMDiTSuite(BackboneSuite):
             out = make_elastic(tr, elit=False, **self.geometry)(**call, **{self.kwargs_name: mine}, return_dict=False)[0]
         assert torch.equal(out, ref) and mine == {"scale": 0.5, "elit_budget": None}
 
+    def test_a_real_peft_lora_is_scaled_as_in_the_stock_transformer(self):
+        """With real PEFT LoRA layers (peft is in the test extra), the `scale` of the attention kwargs
+        changes the output, the plain adapter's output equals the stock transformer's bit for bit at
+        every scale, and the layers are back at their own scale after the call."""
+        pytest.importorskip("peft", reason="pip install peft (in elit-diffusion[test])")
+        from peft import LoraConfig
+        tr = randomize_(self.transformer()).eval()
+        torch.manual_seed(0)   # init_lora_weights=False: random A and B, so the LoRA path is not zero
+        tr.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False))
+        layers = [m for m in tr.modules() if type(m).__name__ == "Linear" and hasattr(m, "scaling")]
+        assert layers, "peft added no LoRA layer"
+        plain = make_elastic(tr, elit=False, **self.geometry)
+        call = self.diffusers_call(*self.inputs())
+        outs = {}
+        with torch.no_grad():
+            for scale in (1.0, 0.5, 0.0):
+                ref = tr(**call, **{self.kwargs_name: {"scale": scale}}, return_dict=False)[0]
+                outs[scale] = plain(**call, **{self.kwargs_name: {"scale": scale}}, return_dict=False)[0]
+                assert torch.equal(outs[scale], ref), scale
+                assert all(m.scaling["default"] == 1.0 for m in layers)     # unscaled again after the call
+            tr.disable_adapters()
+            without = plain(**call, return_dict=False)[0]
+        assert not torch.equal(outs[1.0], outs[0.5]) and not torch.equal(outs[0.5], outs[0.0])
+        torch.testing.assert_close(outs[0.0], without)      # scale 0 switches the LoRA off
+
     def test_make_elastic_shares_the_weights_and_adds_only_the_interface(self):
         tr = randomize_(self.transformer())
         before = {n: p.detach().clone() for n, p in tr.named_parameters()}

@@ -85,6 +85,20 @@ CLI_CASES = [
     ("sample --model tiny --out afile/s", "afile is a file", None),
     ("sample --model tiny --out s --seeds 0--3", "non-negative", None),
     ("sample --model huge --out s --steps 1 --seeds 0", "NaN/Inf samples", None),   # and no folder left behind
+    # ---- elit sample on a text-to-image model (t2i: a tiny one carrying the demo's word encoder)
+    ("sample --model t2i --out s", "give --prompt TEXT", None),
+    ("sample --model t2i --out s --prompt=", "must not be empty", None),
+    ("sample --model t2i --out s --prompt cat", "does not know (cat)", None),
+    ("sample --model t2i --out s --prompt dress --labels 3", "not --labels", None),
+    ("sample --model t2i --out s --prompt dress --negative-prompt bag", "unconditional input of cfg / ccfg", None),
+    ("sample --model t2i --out s --prompts nowhere.txt", "does not exist", None),
+    ("sample --model t2i --out s --prompts blank.txt", "holds no prompt", None),
+    ("sample --model t2i --out s --prompt dress --pipeline adir", "not a diffusers pipeline folder", None),
+    ("sample --model t2i --out s --prompt dress --pipeline sd3pipe", "give the pipeline folder of its own family", None),
+    ("sample --model t2i --out s --prompt dress --prompt bag --seeds 0-999999", "ask for 2,000,000 images", None),
+    ("sample --model t2ibare --out s --prompt dress", "carries no text_encoder/", None),
+    ("sample --model t2i --out t2i-samples --steps 1 --seeds 0-1 --prompt bag", "holds samples of other settings", None),
+    ("sample --model tiny --out s --prompt dress", "is for text-to-image models", None),
     # ---- elit fid / elit ref
     ("fid imgs imgs --num -5 --metric-net fmnist", "must be >= 1", None),
     ("fid imgs imgs --batch-size 0 --metric-net fmnist", "must be >= 1", None),
@@ -244,6 +258,17 @@ HTTP_CASES = [
     ('{"seed": 1, "seed": 2}', b'{"seed": 1, "seed": 2}', 400, "body"),
     ('{"seed": [[[... 4,000 nested brackets ...]]]}', b'{"seed": ' + b"[" * 4000 + b"]" * 4000 + b"}", 400, "body"),
     ('[[[... 4,000 nested brackets ...]]]', b"[" * 4000 + b"]" * 4000, 400, "body"),
+    ('{"prompt": "a dress"}', {"prompt": "a dress"}, 422, "prompt"),
+    # the same server's text-to-image model (t2i, with the demo's word encoder)
+    ('{"model": "t2i"}', {"model": "t2i"}, 422, "prompt"),
+    ('{"model": "t2i", "prompt": ""}', {"model": "t2i", "prompt": ""}, 422, "prompt"),
+    ('{"model": "t2i", "prompt": 5}', {"model": "t2i", "prompt": 5}, 422, "prompt"),
+    ('{"model": "t2i", "prompt": ["a dress"]}', {"model": "t2i", "prompt": ["a dress"]}, 422, "prompt"),
+    ('{"model": "t2i", "prompt": "a photo of a cat"}', {"model": "t2i", "prompt": "a photo of a cat"}, 422, "prompt"),
+    ('{"model": "t2i", "prompt": "a a a ... (1,200 characters)"}', {"model": "t2i", "prompt": "a " * 600}, 422, "prompt"),
+    ('{"model": "t2i", "prompt": "a dress", "label": 1}', {"model": "t2i", "prompt": "a dress", "label": 1}, 422, "label"),
+    ('{"model": "t2i", "prompt": "a dress", "negative_prompt": "a bag"}',
+     {"model": "t2i", "prompt": "a dress", "negative_prompt": "a bag"}, 422, "negative_prompt"),
 ]
 HTTP_KEY = "k3y"
 
@@ -357,10 +382,17 @@ def build_world(root: pathlib.Path) -> None:
     (root / "badteacher" / "config.json").write_text('{"_class_name": "QwenImageTransformer2DModel"}\n')
     elit.save_pretrained(elit.create_model("DiT-S/2", hidden_size=32, depth=3, num_heads=2, in_channels=1,
                                            num_classes=10, input_size=32), "plaindit")
+    from test_prompts import save_text_model, tiny_text_model
+    save_text_model(root / "t2i")
+    elit.save_pretrained(tiny_text_model(), "t2ibare")     # a text model without its text encoder
+    (root / "blank.txt").write_text("\n  \n")
+    (root / "sd3pipe").mkdir()
+    (root / "sd3pipe" / "model_index.json").write_text('{"_class_name": "StableDiffusion3Pipeline"}\n')
     quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
     with quiet[0], quiet[1]:
         assert _main("sample --model tiny --out samples-b2 --budget 2 --steps 1 --seeds 0-1") == 0
         assert _main("sample --model tiny --out unfinished --steps 1 --seeds 0-1") == 0
+        assert _main("sample --model t2i --out t2i-samples --steps 1 --seeds 0-1 --prompt dress") == 0
     record = json.loads((root / "unfinished" / "sampling.json").read_text())
     record["pending"] = [2, 3]
     (root / "unfinished" / "sampling.json").write_text(json.dumps(record))
@@ -436,7 +468,8 @@ def http_row(shown: str, status: int, error: dict) -> str:
 
 
 def http_client():
-    """A TestClient of the server `elit serve --model tiny --api-key k3y` builds (a fixed cost model)."""
+    """A TestClient of the server `elit serve --model tiny --model t2i --api-key k3y` builds (a fixed cost
+    model)."""
     pytest.importorskip("fastapi", reason="pip install 'elit-diffusion[serve]'")
     import elit
     from fastapi.testclient import TestClient
@@ -444,8 +477,11 @@ def http_client():
     from elit.serve.app import create_app
     from elit.serve.costmodel import CostModel
     from elit.serve.service import ModelService
+    from elit.sampling.prompts import TEXT_ENCODER, WordTableEncoder
     service = ModelService("tiny", elit.load_pretrained("tiny"), default_steps=2, cost=CostModel(0.001, 0.01))
-    return TestClient(create_app([service], api_key=HTTP_KEY), headers={"X-API-Key": HTTP_KEY})
+    text = ModelService("t2i", elit.load_pretrained("t2i"), default_steps=2, cost=CostModel(0.001, 0.01),
+                        text_encoder=WordTableEncoder.load(pathlib.Path("t2i") / TEXT_ENCODER))
+    return TestClient(create_app([service, text], api_key=HTTP_KEY), headers={"X-API-Key": HTTP_KEY})
 
 
 def run_http_case(client, body) -> tuple[int, dict]:
@@ -458,13 +494,15 @@ def render(cli_rows: list[str], api_rows: list[str], http_rows: list[str]) -> st
             "Generated by `PYTHONPATH=src python tests/test_bad_inputs.py` from the cases in\n"
             "`tests/test_bad_inputs.py`, which checks that every command below exits with status 2 and exactly\n"
             "this one-line message (a bug exits with status 1 and a traceback instead). Paths are relative to a\n"
-            "folder of prepared inputs: `tiny` is a small ELIT model folder, `imgs` a folder of images,\n"
+            "folder of prepared inputs: `tiny` is a small ELIT model folder, `t2i` a small text-to-image one\n"
+            "carrying its text encoder (`t2ibare` the same without it), `imgs` a folder of images,\n"
             "`afile` a file, `adir` an empty folder, `foreign` a folder of someone else's files, `TINY` the\n"
             "settings of a tiny training run (`" + TINY_TRAIN + "`).\n\n"
             f"{len(cli_rows)} command lines, {len(api_rows)} Python calls and {len(http_rows)} HTTP requests.\n\n")
     return (head + "## Command line\n\n| input | message |\n|---|---|\n" + "\n".join(cli_rows)
             + "\n\n## Python\n\n| call | error |\n|---|---|\n" + "\n".join(api_rows)
-            + "\n\n## HTTP (`elit serve`)\n\nEach request is answered with its status and "
+            + "\n\n## HTTP (`elit serve`)\n\nRequests to a server of `tiny` (the default model) and `t2i` (`\"model\": "
+              "\"t2i\"`). Each is answered with its status and "
               "`{\"error\": {\"field\": ..., \"message\": ...}}`; the server goes on serving.\n\n"
               "| request | answer |\n|---|---|\n" + "\n".join(http_rows) + "\n")
 
@@ -524,6 +562,7 @@ def test_http_bad_request(world, monkeypatch):
             assert (got, error.get("field")) == (status, field), (shown, got, error)
             assert http_row(shown, got, error) in rows, f"docs/errors.md is out of date: {http_row(shown, got, error)}"
         assert client.post("/v1/images", json={"seed": 1, "steps": 1}).status_code == 200   # and it still serves
+        assert client.post("/v1/images", json={"model": "t2i", "prompt": "a dress", "steps": 1}).status_code == 200
 
 
 def test_the_docs_table_has_no_stale_rows(world, monkeypatch):

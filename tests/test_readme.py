@@ -198,3 +198,52 @@ def test_help_of_a_model_explains_forward():
                             renderer=pydoc.plaintext)
     assert "forward(self, x:" in text
     assert "x: (B, C, H, W)" in text and "t = 1 is pure noise" in text and "latents kept per group" in text
+
+
+T2I = "<!-- tests/test_readme.py runs this block as written, the demo at smoke size (--smoke, its first three stages) -->"
+T2I_SERVE = "<!-- tests/test_readme.py runs this block as written, on a free port instead of 8000 -->"
+
+
+@needs_fmnist
+def test_readme_text_to_image_blocks_sample_prompts_at_two_budgets_and_serve_one(readme_env):
+    """The demo line runs its data, teacher and finetune stages at smoke size (what the block samples: a
+    text model carrying its word encoder), the rest as written; then `elit serve` on that model answers
+    the block's curl with a PNG and the budget it used."""
+    import json
+    import socket
+    import time
+
+    from PIL import Image
+    work, env, _ = readme_env
+    (language, bash), = blocks_after(T2I)
+    demo = next(c for c in commands(bash) if "t2i_demo.py" in c)
+    smoke = (f"for stage in data teacher finetune; do {demo.replace('python scripts/', f'{sys.executable} {REPO}/scripts/')}"
+             f" --smoke --stage $stage; done")
+    done = run(["bash", "-euo", "pipefail", "-c", bash.replace(demo, smoke, 1)], work, env)
+    assert language == "bash" and done.returncode == 0, done.stdout + done.stderr
+    for budget in (16, 4):
+        out = work / f"runs/t2i-b{budget}"
+        assert sorted(p.name for p in out.glob("p*.png")) == [f"p{k:03d}-s{s:06d}.png" for k in range(3) for s in range(4)]
+        assert Image.open(out / "grid.png").width > 3 * 64
+        record = json.loads((out / "sampling.json").read_text())["settings"]
+        assert f"budget {budget}, guidance ccfg" in record["plan"] and record["prompts"][1] == "a photo of a sneaker"
+
+    (language, serve), = blocks_after(T2I_SERVE)
+    start, curl = commands(serve)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["bash", "-c", f"exec {start} --port {port}"], cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(1200):
+            if run(["curl", "-sf", f"127.0.0.1:{port}/healthz"], work, env).returncode == 0:
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.1)
+        done = run(["bash", "-euo", "pipefail", "-c", curl.replace("127.0.0.1:8000", f"127.0.0.1:{port}")], work, env)
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=30)[0]
+    assert done.returncode == 0 and done.stdout.strip().lower() == "x-elit-budget: 4", done.stdout + log
+    assert Image.open(work / "runs" / "sneaker.png").size == (32, 32)

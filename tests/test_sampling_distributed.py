@@ -43,11 +43,27 @@ def test_torchrun_sample_writes_the_files_one_process_writes(tmp_path):
     model_dir, _ = tiny(tmp_path, "tiny")
     common = ["sample", "--model", str(model_dir), "--seeds", "0-10", "--batch-size", "3", "--steps", "2",
               "--budget", "2", "--guidance", "ccfg", "--scale", "0.5", "--grid", "--npz", "--device", "cpu"]
+    one = one_and_two_write_the_same(common, tmp_path)
+    assert len([n for n in one if n.endswith(".png")]) == 11 + 1
+
+
+def test_torchrun_sample_of_prompts_writes_the_files_one_process_writes(tmp_path):
+    """A text model's run: each prompt's batches dealt out in turn, every (prompt, seed) file as one process's."""
+    from test_prompts import save_text_model
+    model_dir = save_text_model(tmp_path / "t2i")
+    common = ["sample", "--model", str(model_dir), "--prompt", "a photo of a dress", "--prompt", "a bag", "--seeds",
+              "0-4", "--batch-size", "2", "--steps", "2", "--budget", "4", "--guidance", "ccfg", "--scale", "1",
+              "--grid", "--npz", "--device", "cpu"]
+    one = one_and_two_write_the_same(common, tmp_path)
+    assert [n for n in one if n.startswith("p")] == [f"p{k:03d}-s{s:06d}.png" for k in (0, 1) for s in range(5)]
+
+
+def one_and_two_write_the_same(common, tmp_path) -> list[str]:
+    """Run `common` in one process (--out one) and under torchrun (--out two); the same files, byte for byte."""
     assert main(common + ["--out", str(tmp_path / "one")]) == 0
     torchrun(common + ["--out", str(tmp_path / "two")])
     one = sorted(p.name for p in (tmp_path / "one").iterdir())
     assert one == sorted(p.name for p in (tmp_path / "two").iterdir())
-    assert len([n for n in one if n.endswith(".png")]) == 11 + 1
     for name in one:
         a, b = (tmp_path / "one" / name).read_bytes(), (tmp_path / "two" / name).read_bytes()
         if name == "sampling.json":     # the record names its own --out
@@ -56,6 +72,7 @@ def test_torchrun_sample_writes_the_files_one_process_writes(tmp_path):
         assert a == b, name
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
     assert not leftovers     # no staging folder left (the output locks .one.lock / .two.lock stay)
+    return one
 
 
 @needs_fmnist

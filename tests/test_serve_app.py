@@ -342,3 +342,158 @@ def test_port_0_prints_the_port_it_listens_on_and_the_opt_out_is_loud(tmp_path, 
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+# ---------------------------------------------------------------------- a text-to-image model
+@pytest.fixture(scope="module")
+def text_dir(tmp_path_factory):
+    from test_prompts import save_text_model
+    return save_text_model(tmp_path_factory.mktemp("t2i") / "tiny-t2i")
+
+
+def text_service(path, encoder=None, model=None, **kw):
+    """The tiny text model (tests/test_prompts.py) with the word encoder its folder carries."""
+    from elit.sampling.prompts import TEXT_ENCODER, WordTableEncoder
+    kw.setdefault("cost", CostModel(0.001, 0.01))
+    return ModelService("t2i", model or elit.load_pretrained(path), default_steps=STEPS, limits=kw.pop("limits", Limits()),
+                        text_encoder=encoder or WordTableEncoder.load(path / TEXT_ENCODER), **kw)
+
+
+@pytest.fixture(scope="module")
+def text_client(text_dir):
+    with TestClient(create_app([text_service(text_dir)])) as c:
+        yield c
+
+
+def encoded(path, *rows):
+    from elit.sampling.prompts import TEXT_ENCODER, WordTableEncoder
+    return WordTableEncoder.load(path / TEXT_ENCODER).encode(list(rows))
+
+
+def test_a_text_model_answers_a_prompt_with_what_elit_sample_draws(text_client, text_dir):
+    model = elit.load_pretrained(text_dir)
+    r = text_client.post("/v1/images", json={"prompt": "a photo of a dress", "seed": 7, "budget": 4, "guidance": "ccfg",
+                                             "scale": 1.0, "weak_budget": 2})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    cond = encoded(text_dir, "a photo of a dress", "")     # cfg / ccfg's negative: the empty prompt by default
+    want = expected(model, [7], labels=cond[0], negative=cond[1], budget=4, guidance="ccfg", scale=1.0, weak_budget=2)
+    assert np.array_equal(pixels(r.content), want[0])
+    assert (r.headers["x-elit-budget"], r.headers["x-elit-weak-budget"], r.headers["x-elit-text-tokens"]) == ("4", "2", "8")
+    assert "x-elit-labels" not in r.headers
+    r = text_client.post("/v1/images", json={"prompt": "an ankle boot", "negative_prompt": "a grey bag", "seed": 3,
+                                             "num_images": 2, "guidance": "cfg", "scale": 2.0, "format": "json"})
+    body = r.json()
+    assert r.status_code == 200 and body["prompt"] == "an ankle boot" and body["negative_prompt"] == "a grey bag"
+    assert body["budget"] == model.budgets[-1] and body["labels"] is None and body["seeds"] == [3, 4]
+    cond = encoded(text_dir, "an ankle boot", "a grey bag")
+    want = expected(model, [3, 4], labels=cond[0], negative=cond[1], guidance="cfg", scale=2.0)
+    assert np.array_equal(np.stack([pixels(base64.b64decode(b)) for b in body["images"]]), want)
+
+
+def test_models_says_the_model_is_text_conditioned(text_client):
+    info = text_client.get("/v1/models").json()["models"][0]
+    assert info["condition"] == "text" and info["classes"] == [] and info["guidance_modes"] == ["none", "cfg", "ccfg", "ag"]
+    assert info["text"]["encoder"]["kind"] == "word-table" and info["text"]["tokens_assumed"] == 8
+    assert info["text"]["max_prompt_chars"] == 1000
+
+
+TEXT_BAD = [
+    ({}, "prompt"),
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": "   "}, "prompt"),
+    ({"prompt": 3}, "prompt"),
+    ({"prompt": ["a dress"]}, "prompt"),
+    ({"prompt": "a " * 600}, "prompt"),                           # 1200 characters: above the 1000 cap
+    ({"prompt": "a photo of a cat"}, "prompt"),                   # a word the model's encoder does not know
+    ({"prompt": "a dress " * 5}, "prompt"),                       # 10 words: the encoder takes 8
+    ({"prompt": "a dress", "label": 1}, "label"),
+    ({"prompt": "a dress", "negative_prompt": "a bag"}, "negative_prompt"),       # no cfg / ccfg: no negative
+    ({"prompt": "a dress", "guidance": "cfg", "negative_prompt": 5}, "negative_prompt"),
+    ({"prompt": "a dress", "guidance": "cfg", "negative_prompt": "a dog"}, "negative_prompt"),
+]
+
+
+@pytest.mark.parametrize("body, field", TEXT_BAD, ids=[str(b)[:60] for b, _ in TEXT_BAD])
+def test_a_bad_prompt_is_a_4xx_naming_its_field(text_client, body, field):
+    r = text_client.post("/v1/images", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field and r.json()["error"]["message"]
+    assert text_client.post("/v1/images", json={"prompt": "a bag", "steps": 1}).status_code == 200
+
+
+def test_a_class_model_refuses_text(client):
+    for field in ("prompt", "negative_prompt"):
+        r = client.post("/v1/images", json={field: "a dress"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == field
+        assert "class-conditional and takes no text; give `label`" in r.json()["error"]["message"]
+
+
+class LongerWithPicture:
+    """The word encoder, padded to 12 tokens when a row says "picture": two text lengths, as a real
+    tokenizer gives (the padding masked out, as the pipelines pad)."""
+
+    def __init__(self, words):
+        self.words = words
+
+    def check(self, prompt):
+        self.words.check(prompt)
+
+    def encode(self, rows):
+        from elit.model import TextCondition
+        cond = self.words.encode(rows)
+        pad = 4 if any("picture" in r for r in rows) else 0
+        return TextCondition(torch.nn.functional.pad(cond.embeds, (0, 0, 0, pad)),
+                             torch.nn.functional.pad(cond.mask, (0, pad)))
+
+    def describe(self):
+        return {"kind": "test"}
+
+
+def test_text_requests_batch_only_with_requests_of_their_text_length(text_dir):
+    """Three requests wait (worker paused): the two 8-token prompts run as one batch, the 12-token one alone
+    and predicted dearer; each image equals its solo image."""
+    from elit.sampling.prompts import TEXT_ENCODER, WordTableEncoder
+    svc = text_service(text_dir, LongerWithPicture(WordTableEncoder.load(text_dir / TEXT_ENCODER)))
+    bodies = {"a": {"prompt": "a dress", "seed": 1, "budget": 8}, "b": {"prompt": "a picture of a dress", "seed": 2,
+                                                                       "budget": 8},
+              "c": {"prompt": "a bag", "seed": 3, "budget": 8}}
+    with TestClient(create_app([svc], manage_workers=False)) as c:
+        def run(names):
+            got = {}
+            threads = [threading.Thread(target=lambda n=n: got.__setitem__(n, c.post("/v1/images", json=bodies[n])))
+                       for n in names]
+            for t in threads:
+                t.start()
+                while len(svc.scheduler.queue) < threads.index(t) + 1:    # queued in this order
+                    time.sleep(0.01)
+            while svc.scheduler.step():
+                pass
+            for t in threads:
+                t.join()
+            return got
+        solo = {n: run([n])[n] for n in bodies}
+        together = run(["a", "b", "c"])
+    assert [together[n].headers["x-elit-batch-images"] for n in "abc"] == ["2", "1", "2"]
+    assert [together[n].headers["x-elit-text-tokens"] for n in "abc"] == ["8", "12", "8"]
+    gflops = {n: float(together[n].headers["x-elit-gflops-per-image"]) for n in "abc"}
+    assert gflops["a"] == gflops["c"] < gflops["b"]          # text length counts in the cost
+    for n in "abc":
+        a, b = pixels(solo[n].content).astype(int), pixels(together[n].content).astype(int)
+        assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99
+
+
+def test_calibration_times_a_text_models_forward_with_its_text_tokens(text_dir):
+    """Without a given cost model the service calibrates at start-up, each timed forward carrying a text
+    condition of the config's length (the length its FLOP counts assume)."""
+    from elit.model import TextCondition
+    model = elit.load_pretrained(text_dir)
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append(args[2]))
+    try:
+        svc = text_service(text_dir, model=model, cost=None, calibration_sizes=[1, 2])
+    finally:
+        hook.remove()
+    assert [(row["budget"], row["images"]) for row in svc.calibration] == [(2, 1), (2, 2), (9, 1), (9, 2), (16, 1),
+                                                                          (16, 2)]
+    assert svc.cost.beta > 0
+    assert seen and all(isinstance(y, TextCondition) and y.tokens == 8 for y in seen)

@@ -21,9 +21,8 @@ from elit.serve.app import create_app  # noqa: E402
 from test_serve_app import free_port, service, tiny_model  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server():
-    svc = service(tiny_model())
+def serving(svc):
+    """`svc` served on a free loopback port in a thread; yields (url, svc) and stops it after."""
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app([svc]), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -35,6 +34,33 @@ def server():
     yield f"http://127.0.0.1:{port}", svc
     srv.should_exit = True
     thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from serving(service(tiny_model()))
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory):
+    from test_prompts import save_text_model
+    from test_serve_app import text_service
+    yield from serving(text_service(save_text_model(tmp_path_factory.mktemp("t2i") / "tiny-t2i")))
+
+
+def browse(url, test):
+    """Run test(page) on `url` in headless chromium; page errors fail it."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 760})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            test(page)
+            assert not errors
+        finally:
+            browser.close()
 
 
 def test_page_slider_generate_compare_and_status(server, tmp_path):
@@ -82,3 +108,38 @@ def test_page_slider_generate_compare_and_status(server, tmp_path):
             assert not errors
         finally:
             browser.close()
+
+
+def test_a_text_models_page_has_a_prompt_box_beside_the_budget_slider(text_server):
+    url, svc = text_server
+    image_shown = ("document.querySelector('#image').complete && document.querySelector('#image').naturalWidth > 0 "
+                   "&& !document.querySelector('#image').hidden")
+
+    def test(page):
+        page.wait_for_function("document.querySelector('#model-name').textContent.length > 0")
+        assert page.is_visible("#prompt") and not page.is_visible("#class")
+        assert not page.is_visible("#negative")           # only with cfg / ccfg
+        page.fill("#prompt", "a photo of a dress")
+        page.focus("#budget")
+        page.keyboard.press("Home")                       # the lowest budget
+        page.click("#generate")
+        page.wait_for_function(image_shown)
+        meta = page.text_content("#meta")
+        assert f"budget {svc.budgets[0]}," in meta and "8 text tokens" in meta and page.text_content("#error") == ""
+        page.select_option("#guidance", "ccfg")
+        assert page.is_visible("#negative")
+        page.fill("#negative", "a grey bag")
+        page.evaluate("document.querySelector('#image').hidden = true")
+        page.click("#generate")
+        page.wait_for_function(image_shown)
+        assert "ccfg" in page.text_content("#meta") and page.text_content("#error") == ""
+        page.fill("#prompt", "")                          # refused by the server, shown on the page
+        page.click("#generate")
+        page.wait_for_function("document.querySelector('#error').textContent.length > 0")
+        assert page.text_content("#error") == "prompt: a prompt must not be empty: give the text the image should show"
+        page.fill("#prompt", "an ankle boot")
+        page.click("#compare")
+        page.wait_for_function("document.querySelectorAll('#compare-row img').length === 8 && "
+                               "[...document.querySelectorAll('#compare-row img')].every(i => i.complete && i.naturalWidth > 0)")
+        assert page.text_content("#error") == ""
+    browse(url, test)

@@ -202,3 +202,29 @@ def test_eval_cli_decodes_video_before_measuring(video, tmp_path):
     row = json.loads(out.read_text())[0]
     assert row["num_samples"] == 4 and np.isfinite(row["fid"]) and np.isfinite(row["fvd"])
     assert "clips of 5 frames" in row["protocols"]["fvd"]
+
+
+def test_qwen_images_vae_decodes_image_latents_as_its_pipeline_does(setup, tmp_path):
+    """Qwen-Image's AutoencoderKLQwenImage is an image VAE whose images are one-frame clips, its latents
+    normalised per channel: decoded as QwenImagePipeline decodes (z * std + mean on a frame axis, frame 0).
+    A model folder carrying it in vae/ (as a pipeline folder given with --pipeline does) needs no --vae."""
+    import shutil
+    mean, std = [0.1, -0.2, 0.3, 0.0], [1.5, 0.5, 2.0, 1.0]
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                           latents_mean=mean, latents_std=std).eval()
+    shutil.copytree(setup / "model", tmp_path / "model")
+    vae.save_pretrained(tmp_path / "model" / "vae")
+    z = torch.randn(2, 4, 8, 8)
+    decode = LatentDecoder(load_vae(str(tmp_path / "model"), "vae", kind="image"))
+    with torch.no_grad():
+        want = vae.decode((z * torch.tensor(std).view(1, 4, 1, 1) + torch.tensor(mean).view(1, 4, 1, 1))[:, :, None])
+    pixels = decode(z)
+    torch.testing.assert_close(pixels, want.sample[:, :, 0], rtol=1e-5, atol=1e-5)
+    assert pixels.shape == (2, 3, 64, 64) == (2, *decode.output_shape((4, 8, 8)))
+    out = tmp_path / "out"
+    assert main(["sample", "--model", str(tmp_path / "model"), "--out", str(out), "--seeds", "0-1", "--steps", "1",
+                 "--budget", "2"]) == 0
+    assert Image.open(out / "000001.png").mode == "RGB" and Image.open(out / "000001.png").size == (64, 64)
+    settings = json.loads((out / "sampling.json").read_text())["settings"]
+    assert (settings["vae"], settings["vae_subfolder"]) == (str(tmp_path / "model"), "vae")

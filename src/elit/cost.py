@@ -13,6 +13,7 @@ The measured count runs the real model on the `meta` device (no memory, no weigh
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -33,6 +34,14 @@ def built_for(config: ModelConfig, input_size: int | None) -> ModelConfig:
         return config.with_input_size(input_size)
     except ValueError as e:
         raise UserError(f"input size {input_size}: {e}") from None
+
+
+def with_text_tokens(config: ModelConfig, tokens: int | None) -> ModelConfig:
+    """The config whose FLOP counts assume `tokens` text tokens (the length a text model's prompts were
+    encoded to: its text stream runs through every block); other configs, or None, as they are."""
+    if tokens is None or getattr(config.backbone, "text_tokens", tokens) == tokens:
+        return config
+    return dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, text_tokens=int(tokens)))
 
 
 def interface_flops(config: ModelConfig, kept: int) -> float:

@@ -1,23 +1,30 @@
 """The VAE around latent-space models: load a diffusers VAE, turn latents into pixels.
 
 Which VAE a folder holds is read from its config.json (`_class_name`), never guessed from the model:
-an `AutoencoderKL` decodes image latents (N, C, h, w), an `AutoencoderKLCogVideoX` (the paper's) or
-an `AutoencoderKLWan` decodes video latents (N, C, T, h, w). `decoder_for` is the one place that
-decides how a model's samples become pixels: it reads the VAE's config and refuses an image VAE for
-a video model (or the reverse), or other latent channels, before any weights are loaded.
+an `AutoencoderKL` or Qwen-Image's `AutoencoderKLQwenImage` decodes image latents (N, C, h, w), an
+`AutoencoderKLCogVideoX` (the paper's) or an `AutoencoderKLWan` decodes video latents (N, C, T, h, w).
+`decoder_for` is the one place that decides how a model's samples become pixels: it reads the VAE's
+config and refuses an image VAE for a video model (or the reverse), or other latent channels, before
+any weights are loaded.
 
 Latents are normalised as each VAE's own pipeline normalises them, so decoding undoes exactly that:
 - AutoencoderKL / AutoencoderKLCogVideoX: (z - shift_factor) * scaling_factor (`elit extract-latents`;
   SD's and CogVideoX's VAEs have no shift_factor, FLUX/SD3 VAEs have one);
-- AutoencoderKLWan: (z - latents_mean) / latents_std per channel (WanPipeline).
+- AutoencoderKLWan, AutoencoderKLQwenImage: (z - latents_mean) / latents_std per channel (WanPipeline,
+  QwenImagePipeline; Qwen-Image's VAE decodes one-frame clips, so an image is decoded as a clip of one).
 """
 from __future__ import annotations
+
+import pathlib
 
 import torch
 from elit.errors import MissingInputError, UserError
 
-VAE_KINDS = {"AutoencoderKL": "image", "AutoencoderKLCogVideoX": "video", "AutoencoderKLWan": "video"}
+VAE_KINDS = {"AutoencoderKL": "image", "AutoencoderKLQwenImage": "image", "AutoencoderKLCogVideoX": "video",
+             "AutoencoderKLWan": "video"}
 VIDEO_VAES = "AutoencoderKLCogVideoX or AutoencoderKLWan"
+IMAGE_VAES = "AutoencoderKL or AutoencoderKLQwenImage"
+PER_CHANNEL = ("AutoencoderKLWan", "AutoencoderKLQwenImage")   # normalised by latents_mean / latents_std
 
 
 def _diffusers():
@@ -51,7 +58,7 @@ def vae_kind(config: dict, name: str = "the VAE") -> tuple[str, str]:
 
 
 def latent_channels(config: dict) -> int:
-    return int(config["z_dim"] if config.get("_class_name") == "AutoencoderKLWan" else config["latent_channels"])
+    return int(config["z_dim"] if config.get("_class_name") in PER_CHANNEL else config["latent_channels"])
 
 
 def load_vae(name: str, subfolder: str | None = None, dtype: torch.dtype = torch.float32, device="cpu",
@@ -60,7 +67,7 @@ def load_vae(name: str, subfolder: str | None = None, dtype: torch.dtype = torch
     class read from the folder's config; `kind` ("image" / "video") refuses the other kind."""
     cls_name, found = vae_kind(vae_config(name, subfolder), f"VAE {_where(name, subfolder)}")
     if kind is not None and found != kind:
-        need = "an AutoencoderKL" if kind == "image" else f"an {VIDEO_VAES}"
+        need = f"an {IMAGE_VAES}" if kind == "image" else f"an {VIDEO_VAES}"
         raise UserError(f"VAE {_where(name, subfolder)} is an {cls_name} ({found} latents); {kind} latents need {need}")
     try:
         vae = getattr(_diffusers(), cls_name).from_pretrained(name, subfolder=subfolder, torch_dtype=dtype)
@@ -77,13 +84,24 @@ def check_vae(config, vae: str, subfolder: str | None = None, what: str = "this 
     video = len(config.backbone.input_shape()) == 4
     if kind != ("video" if video else "image"):
         samples, need = ("video latents (C, T, H, W)", f"an {VIDEO_VAES}") if video else \
-            ("image latents (C, H, W)", "an AutoencoderKL")
+            ("image latents (C, H, W)", f"an {IMAGE_VAES}")
         raise UserError(f"{what} samples {samples} but --vae {_where(vae, subfolder)} is an {cls_name}, "
                         f"{'a video' if kind == 'video' else 'an image'} VAE; pass {need}")
     channels, own = latent_channels(meta), config.backbone.in_channels
     if channels != own:
         raise UserError(f"{what} samples {own}-channel latents but the {cls_name} {_where(vae, subfolder)} has "
                         f"{channels}; pass the VAE its training latents came from")
+
+
+def vae_beside(vae: str | None, subfolder: str | None, *folders) -> tuple[str | None, str | None]:
+    """The VAE to decode with: `vae` (and `subfolder`) as given, else the `vae/` of the first of `folders`
+    that has one (a diffusers pipeline folder given with --pipeline, a model folder that carries its VAE)."""
+    if vae:
+        return vae, subfolder
+    for folder in folders:
+        if folder and (pathlib.Path(folder) / "vae" / "config.json").is_file():
+            return str(folder), "vae"
+    return None, None
 
 
 def decoder_for(config, vae: str | None, subfolder: str | None = None, device="cpu", what: str = "this model"):
@@ -96,8 +114,8 @@ def decoder_for(config, vae: str | None, subfolder: str | None = None, device="c
     channels = config.backbone.in_channels
     if channels not in (1, 3):
         video = len(config.backbone.input_shape()) == 4
-        raise UserError(f"{what} samples {channels}-channel latents; pass --vae with the "
-                        f"{'video VAE (' + VIDEO_VAES + ')' if video else 'AutoencoderKL'} its training latents "
+        kind = f"video VAE ({VIDEO_VAES})" if video else f"image VAE ({IMAGE_VAES})"
+        raise UserError(f"{what} samples {channels}-channel latents; pass --vae with the {kind} its training latents "
                         f"came from to decode them to {'videos' if video else 'images'}")
     return None
 
@@ -111,7 +129,8 @@ class LatentDecoder:
         config = vae.config
         self.kind = VAE_KINDS.get(type(vae).__name__, "image")
         self.latent_channels = latent_channels({"_class_name": type(vae).__name__, **config})
-        if type(vae).__name__ == "AutoencoderKLWan":   # per channel, as WanPipeline
+        self.one_frame = type(vae).__name__ == "AutoencoderKLQwenImage"    # its images are clips of one frame
+        if type(vae).__name__ in PER_CHANNEL:   # per channel, as WanPipeline and QwenImagePipeline
             self.shift = torch.tensor(config.latents_mean, dtype=torch.float32)
             self.scale = 1 / torch.tensor(config.latents_std, dtype=torch.float32)
         else:
@@ -129,11 +148,14 @@ class LatentDecoder:
         p = next(self.vae.parameters())
         per_channel = (1, -1) + (1,) * (latents.dim() - 2)
         scale, shift = (v.to(p.device, p.dtype).reshape(per_channel if v.dim() else ()) for v in (self.scale, self.shift))
-        return self.vae.decode(latents.to(p.device, p.dtype) / scale + shift).sample.float().cpu()
+        return self._decode(self.vae, latents.to(p.device, p.dtype) / scale + shift).float().cpu()
+
+    def _decode(self, vae, z):
+        return vae.decode(z[:, :, None]).sample[:, :, 0] if self.one_frame else vae.decode(z).sample
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The decoded shape of one sample of latent shape (C, [T,] h, w), found on a weightless
         copy (a video VAE's frame count is its own business: CogVideoX maps 2 latent frames to 8)."""
         with torch.device("meta"), torch.no_grad():
             copy = type(self.vae).from_config(self.vae.config)
-            return tuple(copy.decode(torch.empty(1, *shape)).sample.shape[1:])
+            return tuple(self._decode(copy, torch.empty(1, *shape)).shape[1:])

@@ -24,7 +24,7 @@ from elit.data.image_folder import ImageFolder
 from elit.data.latents import LatentShardWriter
 from elit.data.seeding import derive_seed
 from elit.errors import UserError
-from elit.vae import load_vae, vae_config, vae_kind
+from elit.vae import PER_CHANNEL, load_vae, vae_config, vae_kind
 
 HELP = "encode an image folder to VAE latent shards"
 
@@ -82,10 +82,11 @@ def run(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace, device: torch.device) -> int:
     # the VAE's kind, from its config, before the data are listed or anything is written
     cls_name, kind = vae_kind(vae_config(args.vae, args.vae_subfolder), f"--vae {args.vae!r}")
-    if cls_name == "AutoencoderKLWan":
-        raise UserError("extract-latents stores (z - shift_factor) x scaling_factor; an AutoencoderKLWan normalises per "
-                        "channel (latents_mean / latents_std), which the shards do not record yet: encode Wan latents "
-                        "as WanPipeline does and write them with elit.data.write_text_latents")
+    if cls_name in PER_CHANNEL:
+        pipeline = "WanPipeline" if cls_name == "AutoencoderKLWan" else "QwenImagePipeline"
+        raise UserError(f"extract-latents stores (z - shift_factor) x scaling_factor; an {cls_name} normalises per "
+                        f"channel (latents_mean / latents_std), which the shards do not record yet: encode its latents "
+                        f"as {pipeline} does and write them with elit.data.write_text_latents")
     if kind != ("video" if args.video else "image"):
         fix = "add --video to encode a video folder" if kind == "video" else "--video needs an AutoencoderKLCogVideoX"
         raise UserError(f"--vae {args.vae!r} is an {cls_name}, {'a video' if kind == 'video' else 'an image'} VAE; "

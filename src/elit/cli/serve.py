@@ -4,6 +4,7 @@ choice under load, a web page at /, Prometheus metrics, and Ray Serve replicas f
     elit serve --model runs/fm/model                    # http://127.0.0.1:8000/
     elit serve --model fm=runs/fm/model --api-key KEY --max-batch 32 --port 8080
     elit serve --model runs/fm/model --ray --replicas 2
+    elit serve --model runs/t2i/elit/model               # a text model: requests give a "prompt"
 
 It binds to 127.0.0.1 unless --host says otherwise. See docs/serving.md.
 """
@@ -44,9 +45,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-batch", type=integer(1), default=16, help="cap on images per forward call")
     parser.add_argument("--max-queue", type=integer(1), default=256, help="cap on images waiting (503 beyond)")
     parser.add_argument("--max-body", type=integer(64), default=8192, help="cap on a request body in bytes (413 beyond)")
-    parser.add_argument("--vae", default=None, help="AutoencoderKL decoding a latent model's samples")
+    parser.add_argument("--max-prompt", type=integer(1), default=1000,
+                        help="cap on a text model's prompt (and negative prompt) in characters")
+    parser.add_argument("--vae", default=None, help="AutoencoderKL decoding a latent model's samples (default: the "
+                                                     "vae/ of --pipeline or of the model folder, if there is one)")
     parser.add_argument("--vae-subfolder", default=None,
                         help="subfolder of --vae that holds the VAE (e.g. 'vae' for a whole pipeline)")
+    parser.add_argument("--pipeline", default=None,
+                        help="diffusers pipeline folder whose text encoder (and vae/) the text-to-image models use "
+                             "(default: each model folder's own text_encoder/)")
     parser.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (pip install 'elit-diffusion[ray]')")
     parser.add_argument("--replicas", type=integer(1), default=1, help="with --ray: number of replicas")
     parser.add_argument("--log-level", default="warning", help="uvicorn's log level (default warning)")
@@ -69,9 +76,9 @@ def serve_options(args):
     from elit.serve.requests import Limits
     from elit.serve.service import ServeOptions
     limits = Limits(max_steps=args.max_steps, max_images=args.max_images, max_batch_images=args.max_batch,
-                    max_queue_images=args.max_queue, max_body_bytes=args.max_body)
+                    max_queue_images=args.max_queue, max_body_bytes=args.max_body, max_prompt_chars=args.max_prompt)
     return ServeOptions(limits=limits, steps=args.steps, min_steps=args.min_steps, headroom=args.headroom,
-                        dtype=args.dtype, vae=args.vae, vae_subfolder=args.vae_subfolder)
+                        dtype=args.dtype, vae=args.vae, vae_subfolder=args.vae_subfolder, pipeline=args.pipeline)
 
 
 def run(args) -> int:

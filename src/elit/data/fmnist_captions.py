@@ -42,6 +42,15 @@ class WordEncoder:
         self.word_vectors = torch.randn(len(vocab), dim, generator=g)
         self.position_vectors = torch.randn(tokens, dim, generator=g)
 
+    @classmethod
+    def from_tables(cls, vocab: list[str], word_vectors: torch.Tensor, position_vectors: torch.Tensor) -> "WordEncoder":
+        """The encoder its tables describe (a saved one: elit.sampling.prompts reads them from a model folder)."""
+        encoder = cls.__new__(cls)
+        encoder.vocab = {w: i for i, w in enumerate(vocab)}
+        encoder.word_vectors, encoder.position_vectors = word_vectors.float(), position_vectors.float()
+        encoder.tokens, encoder.dim = position_vectors.shape
+        return encoder
+
     def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (embeds (K, tokens, dim) float32, mask (K, tokens) bool)."""
         embeds = torch.zeros(len(captions), self.tokens, self.dim)

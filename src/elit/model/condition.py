@@ -51,6 +51,10 @@ class TextCondition:
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
+    def __iter__(self):
+        """One-row conditions (without it, `list(c)` would index past the end for ever: slices never raise)."""
+        return (self[i] for i in range(len(self)))
+
     @property
     def tokens(self) -> int:
         return self.embeds.shape[1]

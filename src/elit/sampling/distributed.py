@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 
+from elit.model.condition import TextCondition
 from elit.sampling.solvers import iter_batches, parse_seeds
 
 
@@ -66,9 +67,12 @@ class Shards:
             return
         import torch.distributed as dist
         seeds = parse_seeds(seeds)
-        if labels is not None and not isinstance(labels, int) and len(labels) == len(seeds):
+        if isinstance(labels, TextCondition) and len(labels) == len(seeds) > 1:   # one prompt per seed
+            keep = [i for i in range(len(seeds)) if (i // batch_size) % self.world == self.rank]
+            my_seeds, my_labels = [seeds[i] for i in keep], labels[keep] if keep else None
+        elif labels is not None and not isinstance(labels, (int, TextCondition)) and len(labels) == len(seeds):
             my_seeds, my_labels = self.mine(seeds, list(labels), batch_size)
-        else:   # None (seed % num_classes) or one label for all: the same rule on every rank
+        else:   # None (seed % num_classes), or one label or prompt for all: the same rule on every rank
             my_seeds, my_labels = self.mine(seeds, None, batch_size)[0], labels
         mine = iter_batches(model, my_seeds, my_labels, batch_size=batch_size, **options) if my_seeds else iter(())
         total = -(-len(seeds) // batch_size)

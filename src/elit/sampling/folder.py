@@ -1,10 +1,12 @@
 """A folder of samples that is one run: its record (`sampling.json`), resuming, and refusing mixtures.
 
-`elit sample --out DIR` writes one PNG per seed (a video model: a GIF and an mp4) and, before the
+`elit sample --out DIR` writes one PNG per item (a video model: a GIF and an mp4) and, before the
 first of them, `DIR/sampling.json`:
-the settings that determine the images (model weights, budgets, guidance, steps, ...), each seed's
-label, the seeds the current command still has to write, and the files that are not samples (the
-grid, the .npz) so that `elit fid DIR` skips them. Hence:
+the settings that determine the images (model weights, budgets, guidance, steps, a text model's
+prompts, ...), each item's label, the items the current command still has to write, and the files
+that are not samples (the grid, the .npz) so that `elit fid DIR` skips them. An item is a seed
+(`000007.png`), or for a text-to-image model a (prompt index, seed) pair (`p001-s000007.png`: prompt
+1, seed 7; the key "p001-s000007" in the record). Hence:
 
 - the same settings again resume: seeds already written are skipped (more seeds may be added);
 - other settings on a folder that holds samples are refused (an FID would measure a mixture),
@@ -23,16 +25,37 @@ from elit.errors import UserError
 
 RECORD = "sampling.json"
 FORMAT = "elit-samples/1"
-_OUTPUTS = re.compile(r"^(\d{6,}\.(png|gif|mp4)|grid\.(png|gif)|samples_[0-9x]+\.npz|sampling\.json)$")
-IMAGE_FILES, CLIP_FILES = (".png",), (".gif", ".mp4")   # what one seed writes
+_OUTPUTS = re.compile(r"^((p\d{3,}-s)?\d{6,}\.(png|gif|mp4)|grid\.(png|gif)|samples_[0-9x]+\.npz|sampling\.json)$")
+IMAGE_FILES, CLIP_FILES = (".png",), (".gif", ".mp4")   # what one item writes
 
 
-def png_name(seed: int) -> str:
-    return f"{seed:06d}.png"
+def item_stem(item) -> str:
+    """The file name (without suffix) of a seed, or of a text model's (prompt index, seed) pair."""
+    if isinstance(item, int):
+        return f"{item:06d}"
+    prompt, seed = item
+    return f"p{prompt:03d}-s{seed:06d}"
 
 
-def seed_files(seed: int, suffixes=IMAGE_FILES) -> list[str]:
-    return [f"{seed:06d}{s}" for s in suffixes]
+def item_key(item) -> str:
+    """An item as its record keys it: the seed as text (as before text models), or the pair's stem."""
+    return str(item) if isinstance(item, int) else item_stem(item)
+
+
+def parse_key(key):
+    """The item of a record key (or of a pending entry: an int, or a pair's stem)."""
+    if isinstance(key, int) or not str(key).startswith("p"):
+        return int(key)
+    prompt, seed = str(key)[1:].split("-s")
+    return (int(prompt), int(seed))
+
+
+def png_name(item) -> str:
+    return f"{item_stem(item)}.png"
+
+
+def seed_files(item, suffixes=IMAGE_FILES) -> list[str]:
+    return [f"{item_stem(item)}{s}" for s in suffixes]
 
 
 def read_record(folder) -> dict | None:
@@ -74,12 +97,13 @@ class SampleFolder:
     def __init__(self, out, settings: dict, info: dict, suffixes=IMAGE_FILES):
         self.out, self.settings, self.info = pathlib.Path(out), settings, info
         self.suffixes = tuple(suffixes)   # the files of one seed: a PNG, or a clip's GIF and mp4
-        self.images: dict[str, int | None] = {}      # seed (as text, JSON keys) -> label
+        self.images: dict[str, int | None] = {}      # item_key -> label
         self.extras: set[str] = set()
         self.pending: list[int] = []
 
-    def prepare(self, seeds: list[int], labels: list[int] | None, overwrite: bool = False) -> list[int]:
-        """Check the folder, record the run, and return the seeds that still have to be sampled."""
+    def prepare(self, seeds: list, labels: list[int] | None, overwrite: bool = False) -> list:
+        """Check the folder, record the run, and return the items (seeds, or (prompt, seed) pairs) that
+        still have to be sampled."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file; give a folder for the samples")
@@ -90,10 +114,11 @@ class SampleFolder:
             self._remove_outputs()
         elif _visible(out) and record is not None:
             self._check_same_run(record)
-            self.images = {k: v for k, v in record["images"].items() if self._written(int(k))}
+            self.images = {k: v for k, v in record["images"].items() if self._written(parse_key(k))}
             self.extras = {e for e in record.get("not_samples", []) if (out / e).exists()}
         # PNGs of seeds the last run was about to record (killed in between) are rewritten, identically.
-        seeds_seen = [int(k) for k in self.images] + [int(s) for s in (record or {}).get("pending", []) if not overwrite]
+        seeds_seen = [parse_key(k) for k in self.images] + [parse_key(s) for s in (record or {}).get("pending", [])
+                                                             if not overwrite]
         ours = {RECORD, *self.extras, *(f for s in seeds_seen for f in seed_files(s, self.suffixes))}
         leftovers = sorted(p.name for p in _visible(out) if p.name not in ours)
         if leftovers:
@@ -101,13 +126,13 @@ class SampleFolder:
                             f"{', ...' if len(leftovers) > 4 else ''}); move them, or choose a new or empty folder"
                             + ("" if overwrite else " (--overwrite deletes only what elit sample wrote)"))
         wanted = dict(zip(seeds, labels if labels is not None else [None] * len(seeds)))
-        clash = [(s, self.images[str(s)], y) for s, y in wanted.items() if str(s) in self.images
-                 and self.images[str(s)] != y]
+        clash = [(s, self.images[item_key(s)], y) for s, y in wanted.items() if item_key(s) in self.images
+                 and self.images[item_key(s)] != y]
         if clash:
             s, old, new = clash[0]
             raise UserError(f"seed {s} in {out} was sampled with label {old}, this command asks for {new}; "
                             f"use a new --out, or --overwrite to replace the folder's samples")
-        self.pending = [s for s in seeds if str(s) not in self.images]
+        self.pending = [s for s in seeds if item_key(s) not in self.images]
         self._labels = wanted
         self.save()
         return self.pending
@@ -142,10 +167,10 @@ class SampleFolder:
         if diff:
             raise UserError(f"--out {self.out} holds samples of other settings ({diff}); {fix}")
 
-    def add(self, seeds: list[int]) -> None:
-        """Seeds whose PNGs are now written."""
+    def add(self, seeds: list) -> None:
+        """Items whose files are now written."""
         for s in seeds:
-            self.images[str(s)] = self._labels[s]
+            self.images[item_key(s)] = self._labels[s]
         done = set(seeds)
         self.pending = [s for s in self.pending if s not in done]
         self.save()
@@ -157,13 +182,19 @@ class SampleFolder:
 
     def save(self) -> pathlib.Path:
         record = {"format": FORMAT, "settings": self.settings, **self.info, "num_images": len(self.images),
-                  "pending": self.pending, "not_samples": sorted(self.extras),
-                  "images": dict(sorted(self.images.items(), key=lambda kv: int(kv[0])))}
+                  "pending": [s if isinstance(s, int) else item_key(s) for s in self.pending],
+                  "not_samples": sorted(self.extras),
+                  "images": dict(sorted(self.images.items(), key=lambda kv: _order(parse_key(kv[0]))))}
         return write_json(self.out / RECORD, record)
 
 
-def write_batch(out: pathlib.Path, seeds: list[int], images) -> None:
-    """One PNG per image, or an animated GIF and an mp4 per clip of a video model (each atomic)."""
+def _order(item) -> tuple:
+    return (item,) if isinstance(item, int) else item
+
+
+def write_batch(out: pathlib.Path, seeds: list, images) -> None:
+    """One PNG per image, or an animated GIF and an mp4 per clip of a video model (each atomic);
+    `seeds` are the items (seeds, or a text model's (prompt, seed) pairs)."""
     if images.dim() == 5:
         from elit.video import clips_to_uint8, save_gif, save_mp4
         for seed, clip in zip(seeds, clips_to_uint8(images)):

@@ -140,7 +140,8 @@ def create_app(services, *, api_key: str | None = None, metrics: ServeMetrics | 
             if name not in services:
                 raise FieldError("model", f"unknown model {name!r}; this server serves {', '.join(services)}")
             service = services[name]
-            job = service.make_job(req)
+            # a text model encodes the prompt here: off the event loop (a pipeline's encoder takes a while)
+            job = await run_in_threadpool(service.make_job, req) if service.text_encoder else service.make_job(req)
             result = await asyncio.wrap_future(service.scheduler.submit(job))
         except FieldError as e:
             metrics.requests.labels(name if name in services else "?", str(e.status)).inc()
@@ -160,14 +161,18 @@ def create_app(services, *, api_key: str | None = None, metrics: ServeMetrics | 
         facts = {"model": name, "budget": result.budget, "steps": result.steps, "guidance": s.guidance,
                  "scale": s.scale, "weak_budget": weak, "gflops_per_image": round(result.gflops_per_image, 4),
                  "queue_wait_ms": round(1000 * result.queue_wait, 2), "compute_ms": round(1000 * result.compute, 2),
-                 "batch_images": result.batch_images, "seeds": job.seeds, "labels": job.labels,
-                 "deadline_ms": req.deadline_ms, "replica": service.replica}
+                 "batch_images": result.batch_images, "seeds": job.seeds,
+                 "labels": job.labels if isinstance(job.labels, list) else None,
+                 "text_tokens": s.text_tokens, "deadline_ms": req.deadline_ms, "replica": service.replica}
         headers = {f"X-Elit-{k.title().replace('_', '-').replace('Gflops', 'GFLOPs')}":
                    ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in facts.items() if v is not None}
         metrics.requests.labels(name, "200").inc()
         metrics.latency.labels(name).observe(time.perf_counter() - start)
-        if req.format == "json":
-            return JSONResponse({**facts, "images": [base64.b64encode(p).decode() for p in png],
+        if req.format == "json":   # the prompts only here: a header cannot carry any text
+            guided = s.guidance in ("cfg", "ccfg") and bool(s.scale)     # the negative prompt used: default ""
+            text = {} if service.text_encoder is None else {
+                "prompt": req.prompt, "negative_prompt": (req.negative_prompt or "") if guided else None}
+            return JSONResponse({**facts, **text, "images": [base64.b64encode(p).decode() for p in png],
                                  "mime": "image/png"}, headers=headers)
         return Response(png[0], media_type="image/png", headers=headers)
 

@@ -107,15 +107,18 @@ def fit(points: list[tuple[float, float, int]]) -> CostModel:
 
 def calibrate(model, budgets, batch_sizes, steps: int = 2, repeats: int = 3) -> tuple[CostModel, list[dict]]:
     """Time unguided sampling runs of `steps` steps at each (budget, batch size) and fit a CostModel.
-    Returns the model and the measured rows (for /v1/models and the logs)."""
+    A text model runs with a text condition of its config's length (`text_tokens`), the length its
+    FLOP counts assume, so the fit sees its text stream's work. Returns the model and the measured
+    rows (for /v1/models and the logs)."""
     from elit.sampling import plan_run
     from elit.sampling.planner import timed_sample
+    text = {"labels": model.backbone.example_condition(1)} if model.config.condition == "text" else {}
     rows, points = [], []
     for budget in budgets:
         for n in batch_sizes:
             setting = dict(steps=steps, budget=budget)
-            timed_sample(model, list(range(n)), setting, batch_size=n)     # warm-up (allocator, caches)
-            per_image = statistics.median(timed_sample(model, list(range(n)), setting, batch_size=n)[1]
+            timed_sample(model, list(range(n)), {**setting, **text}, batch_size=n)     # warm-up (allocator, caches)
+            per_image = statistics.median(timed_sample(model, list(range(n)), {**setting, **text}, batch_size=n)[1]
                                           for _ in range(repeats))
             plan = plan_run(model, **setting)
             cost = plan_cost(model.config, plan)

@@ -34,6 +34,7 @@ class Limits:
     max_seed: int = 2**32 - 1      # a seed, and the last seed of a request
     max_deadline_ms: float = 600_000.0
     max_body_bytes: int = 8192
+    max_prompt_chars: int = 1000   # a prompt (and a negative prompt) of a text model
     # lambda: far beyond any useful guidance (w = 1 + lambda), and far below where the guided velocity
     # overflows float32 (scale 1e300 drew an all-black PNG); the CLI refuses such samples after the fact
     max_scale: float = 100.0
@@ -42,7 +43,8 @@ class Limits:
         if self.max_images > self.max_batch_images:
             raise UserError(f"max images per request ({self.max_images}) cannot exceed the batch cap "
                             f"({self.max_batch_images})")
-        if min(self.max_steps, self.max_images, self.max_batch_images, self.max_queue_images, self.max_body_bytes) < 1:
+        if min(self.max_steps, self.max_images, self.max_batch_images, self.max_queue_images, self.max_body_bytes,
+               self.max_prompt_chars) < 1:
             raise UserError("every server cap must be at least 1")
         if not 0 < self.max_scale < 1e6:
             raise UserError(f"the guidance scale cap must lie in (0, 1e6), got {self.max_scale}")
@@ -59,12 +61,14 @@ MAX_NESTING = 4   # the body is an object of scalars; deeper JSON is refused bef
 class ImageRequest(BaseModel):
     """The JSON body of POST /v1/images. Give `budget` (latents per group, or "full") or
     `deadline_ms` (the server picks the budget and steps), not both; neither means the full budget.
-    Every field is strictly typed: "500" is not 500, true is not 1."""
+    A class model takes `label`, a text model `prompt` (and `negative_prompt`, cfg / ccfg's
+    unconditional input). Every field is strictly typed: "500" is not 500, true is not 1."""
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
 
     model: str | None = None
     label: Union[StrictInt, str, None] = None
     prompt: str | None = None
+    negative_prompt: str | None = None
     seed: StrictInt = 0
     num_images: StrictInt = 1
     steps: StrictInt | None = None

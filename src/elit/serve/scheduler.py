@@ -1,8 +1,11 @@
 """One worker per model: a queue, micro-batches, and the budget knob under load.
 
-Requests that share their settings (steps, sampler, guidance, scale, weak budget, and either the
-same fixed budget or "deadline") run as one batch of at most `max_batch_images` images. Each image
-starts from its own seed's noise, so what a request gets does not depend on its batch companions.
+Requests that share their settings (steps, sampler, guidance, scale, weak budget, a text model's
+encoded text length, and either the same fixed budget or "deadline") run as one batch of at most
+`max_batch_images` images. Each image starts from its own seed's noise, so what a request gets does
+not depend on its batch companions. Text requests join only requests whose prompts were encoded to
+the same length: no padding is added beyond what the text encoder put there, and a batch's cost is
+predicted at its text length.
 
 A request with a deadline carries a ladder of options, best first (full budget at its steps, then
 lower budgets, then fewer steps at every budget; see `Ladder`). When its batch is dispatched, the
@@ -44,6 +47,7 @@ class Settings:
     guidance: str = "none"
     scale: float | None = None
     weak_budget: int | None = None
+    text_tokens: int | None = None      # a text model's encoded prompt length (its FLOPs grow with it)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class Result:
 class Job:
     settings: Settings
     seeds: list
-    labels: list | None
+    labels: object              # class labels (a list), None, or a text job's conditions (a type with `cat`)
     options: tuple              # Option, best first; one option = a fixed budget
     arrival: float
     deadline: float | None = None    # absolute time on the scheduler's clock; None: fixed budget
@@ -94,6 +98,16 @@ class Job:
         return (self.settings, "deadline") if self.deadline is not None else (self.settings, self.options[0].budget)
 
 
+def join_labels(parts: list):
+    """A batch's conditions from its jobs': None, class labels (lists, concatenated) or a text job's
+    encoded prompts (their own `cat`: the batch's jobs share one text length)."""
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], list):
+        return [v for p in parts for v in p]
+    return type(parts[0]).cat(parts)
+
+
 class Ladder:
     """The options of a request, from a model config (no weights needed)."""
 
@@ -107,13 +121,17 @@ class Ladder:
         return plan_run(self.config, steps=steps, sampler=settings.sampler, budget=budget,
                         guidance=settings.guidance, scale=settings.scale, weak_budget=settings.weak_budget)
 
+    def _cost(self, settings: Settings, plan) -> PlanCost:
+        from elit.cost import with_text_tokens
+        return plan_cost(with_text_tokens(self.config, settings.text_tokens), plan)
+
     def plan(self, settings: Settings, option: Option):
         return self._plan(settings, option.steps, option.budget)
 
     def fixed(self, settings: Settings, budget) -> tuple:
         """One option at `budget`; UserError if the settings do not fit the model."""
         plan = self._plan(settings, settings.steps, budget)
-        return (Option(settings.steps, plan.budgets[0], plan_cost(self.config, plan)),)
+        return (Option(settings.steps, plan.budgets[0], self._cost(settings, plan)),)
 
     def steps_ladder(self, steps: int) -> list[int]:
         """The requested steps, then 3/4, 1/2 and 1/4 of them, never below `min_steps`."""
@@ -133,7 +151,7 @@ class Ladder:
                     plan = self._plan(settings, steps, budget)
                 except UserError:
                     continue   # e.g. autoguidance at the weak budget itself
-                options.append(Option(steps, budget, plan_cost(self.config, plan), rank=len(options)))
+                options.append(Option(steps, budget, self._cost(settings, plan), rank=len(options)))
         if not options:
             raise UserError("no budget of this model can run these settings")
         if len(self._cache) >= self.cache_size:
@@ -161,8 +179,11 @@ class Scheduler:
         self.error: BaseException | None = None     # set if the worker thread died
 
     # ------------------------------------------------------------------ requests
-    def new_job(self, settings, seeds, labels, options, deadline_ms: float | None = None) -> Job:
-        now = self.clock()
+    def new_job(self, settings, seeds, labels, options, deadline_ms: float | None = None,
+                arrival: float | None = None) -> Job:
+        """`arrival`: when the request came (default now), so work done before queueing it (encoding a
+        prompt) counts against its deadline."""
+        now = self.clock() if arrival is None else arrival
         job = Job(settings, list(seeds), labels, tuple(options), arrival=now)
         if deadline_ms is not None:
             job.deadline = now + deadline_ms / 1000
@@ -290,7 +311,7 @@ class Scheduler:
         if not batch:
             return True
         seeds = [s for j in batch for s in j.seeds]
-        labels = None if batch[0].labels is None else [v for j in batch for v in j.labels]
+        labels = join_labels([j.labels for j in batch])
         try:
             pixels = self.run_batch(batch[0].settings, option, seeds, labels)
         except BaseException as e:

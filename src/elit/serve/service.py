@@ -1,6 +1,9 @@
 """One served model: its weights, its cost model, its scheduler (worker), and the translation of a
 request into a job. Images are made by the sampling code that exists (`plan_run` + `sample_batch`:
-per-seed noise, the same guidance and solvers as `elit sample`), never by a second sampler."""
+per-seed noise, the same guidance and solvers as `elit sample`), never by a second sampler. A text
+model's request is encoded once, when its job is made (its prompt, and cfg / ccfg's negative prompt,
+default the empty prompt, in one call so they share a length), by the text encoder of the options'
+pipeline folder or of the model folder (`elit.sampling.prompts`)."""
 from __future__ import annotations
 
 import math
@@ -9,6 +12,7 @@ import socket
 from dataclasses import dataclass
 
 from elit.errors import UserError
+from elit.model.condition import TextCondition
 from elit.serve.costmodel import CostModel, calibrate
 from elit.serve.requests import FieldError, ImageRequest, Limits
 from elit.serve.scheduler import Ladder, Option, Scheduler, Settings
@@ -34,8 +38,25 @@ class ServeOptions:
     min_steps: int | None = None       # deadline requests may drop to this many (None: half of steps)
     headroom: float = 0.15
     dtype: str = "float32"
-    vae: str | None = None             # decodes a latent model's samples
+    vae: str | None = None             # decodes a latent model's samples (default: the vae/ of `pipeline` or the model)
     vae_subfolder: str | None = None
+    pipeline: str | None = None        # a diffusers pipeline folder: the text models' text encoder (and vae/)
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """A text job's conditions, one row per image: its prompt, and cfg / ccfg's negative (else None).
+    The scheduler joins the jobs of a batch with `cat` (they share one text length: its batch key)."""
+    cond: TextCondition
+    negative: TextCondition | None = None
+
+    def __len__(self) -> int:
+        return len(self.cond)
+
+    @staticmethod
+    def cat(parts) -> "Prompts":
+        negative = None if parts[0].negative is None else TextCondition.cat([p.negative for p in parts])
+        return Prompts(TextCondition.cat([p.cond for p in parts]), negative)
 
 
 def build_services(models: list[tuple[str, str]], options: ServeOptions, device: str) -> list["ModelService"]:
@@ -56,7 +77,7 @@ class ModelService:
 
     def __init__(self, name: str, model, *, limits: Limits = Limits(), default_steps: int = 40,
                  min_steps: int | None = None, headroom: float = 0.15, class_names=None, cost: CostModel | None = None,
-                 decode=None, clock=None, calibration_sizes=None, on_batch=None):
+                 decode=None, clock=None, calibration_sizes=None, on_batch=None, text_encoder=None):
         if model.config.backbone.prediction != "velocity":
             raise UserError(f"model {name} predicts {model.config.backbone.prediction!r}, not a rectified-flow "
                             f"velocity; the server's samplers do not apply to it")
@@ -64,6 +85,13 @@ class ModelService:
             raise UserError(f"default steps {default_steps} must lie in 1..{limits.max_steps} (the steps cap)")
         self.name, self.model, self.limits, self.decode = name, model, limits, decode
         self.config = model.config
+        self.text_encoder = text_encoder
+        if (self.config.condition == "text") != (text_encoder is not None):
+            raise UserError(f"model {name} is {self.config.condition}-conditioned: a text encoder goes with a text "
+                            f"model, and a text model needs one (its folder's text_encoder/, or --pipeline DIR)")
+        if text_encoder is not None:     # a misfit encoder (another width) is refused now, not per request
+            both = text_encoder.encode([""])
+            model.backbone.check_condition(both, 1, next(iter(model.parameters())).device)
         self.default_steps = default_steps
         self.num_classes = model.num_classes
         self.class_names = list(class_names or [str(i) for i in range(self.num_classes)])
@@ -89,13 +117,21 @@ class ModelService:
         import torch
 
         from elit.hub import load_pretrained, read_config
-        from elit.vae import decoder_for
+        from elit.vae import decoder_for, vae_beside
         _, meta = read_config(path)
-        model = load_pretrained(path, device=device, dtype=getattr(torch, options.dtype))
-        decode = decoder_for(model.config, options.vae, options.vae_subfolder, device, what=f"model {name}")
+        dtype = getattr(torch, options.dtype)
+        model = load_pretrained(path, device=device, dtype=dtype)
+        text = model.config.condition == "text"
+        vae = vae_beside(options.vae, options.vae_subfolder, options.pipeline if text else None, path)
+        decode = decoder_for(model.config, *vae, device, what=f"model {name}")
+        encoder = None
+        if text:
+            from elit.sampling.prompts import load_text_encoder
+            encoder = load_text_encoder(model.config, path, options.pipeline, device, dtype, what=f"model {name}")
         min_steps = options.min_steps if options.min_steps is not None else max(1, options.steps // 2)
         return cls(name, model, limits=options.limits, default_steps=options.steps, min_steps=min_steps,
-                   headroom=options.headroom, class_names=class_names_of(meta, model.num_classes), decode=decode)
+                   headroom=options.headroom, class_names=class_names_of(meta, model.num_classes), decode=decode,
+                   text_encoder=encoder)
 
     # ------------------------------------------------------------------ requests -> jobs
     def _label(self, label, seed: int) -> int | None:
@@ -116,11 +152,40 @@ class ModelService:
             raise FieldError("label", f"unknown class {label}; use 0..{self.num_classes - 1} or a class name")
         return label
 
+    def _prompts(self, req: ImageRequest, images: int, guided: bool) -> Prompts:
+        """A text request's prompt (and negative prompt), checked and encoded once, one row per image."""
+        from elit.sampling.prompts import check_prompt
+        if req.label is not None:
+            raise FieldError("label", "this model is text-conditioned; give `prompt` (the text to draw) instead")
+        if req.prompt is None:
+            raise FieldError("prompt", "this model is text-conditioned: give a prompt, the text the image should show")
+        if req.negative_prompt is not None and req.guidance not in ("cfg", "ccfg"):
+            raise FieldError("negative_prompt", f"the negative prompt is the unconditional input of cfg / ccfg; guidance "
+                                                f"{req.guidance!r} has none: give guidance cfg or ccfg, or leave it out")
+        for field, text in (("prompt", req.prompt), ("negative_prompt", req.negative_prompt)):
+            if text is None:
+                continue
+            if len(text) > self.limits.max_prompt_chars:
+                raise FieldError(field, f"{len(text)} characters exceed this server's cap of "
+                                        f"{self.limits.max_prompt_chars}")
+            try:
+                self.text_encoder.check(check_prompt(text, "prompt" if field == "prompt" else "negative prompt"))
+            except UserError as e:
+                raise FieldError(field, str(e)) from None
+        rows = [req.prompt] + ([req.negative_prompt or ""] if guided else [])   # one call: one length
+        both = self.text_encoder.encode(rows)
+        return Prompts(both[0].repeat(images), both[1].repeat(images) if guided else None)
+
     def make_job(self, req: ImageRequest):
         """Check a parsed request against the model and the caps; the scheduler job, not yet queued."""
         lim = self.limits
-        if req.prompt is not None:
-            raise FieldError("prompt", "this model is class-conditional and takes no text; give `label` instead")
+        arrival = self.scheduler.clock()    # a text request's encoding counts against its deadline
+        if self.text_encoder is None:
+            for field in ("prompt", "negative_prompt"):
+                if getattr(req, field) is not None:
+                    kind = "class-conditional" if self.config.condition == "class" else "unconditional"
+                    raise FieldError(field, f"this model is {kind} and takes no text"
+                                     + ("; give `label` instead" if self.config.condition == "class" else ""))
         if not 1 <= req.num_images <= lim.max_images:
             raise FieldError("num_images", f"must lie in 1..{lim.max_images} (this server's cap), got {req.num_images}")
         if req.seed < 0 or req.seed + req.num_images - 1 > lim.max_seed:
@@ -143,23 +208,31 @@ class ModelService:
         if req.weak_budget is not None and req.weak_budget not in self.budgets:
             raise FieldError("weak_budget", f"{req.weak_budget} is not a budget of this model ({self.budgets})")
         seeds = list(range(req.seed, req.seed + req.num_images))
-        labels = [self._label(req.label, s) for s in seeds]
-        labels = labels if self.config.condition == "class" else None
         scale = req.scale if req.scale is not None or req.guidance == "none" else 1.0
-        settings = Settings(steps, req.sampler, req.guidance, scale, req.weak_budget)
+        text_tokens = None
+        if self.text_encoder is not None:
+            labels = self._prompts(req, len(seeds), req.guidance in ("cfg", "ccfg") and bool(scale))
+            text_tokens = labels.cond.tokens
+        else:
+            labels = [self._label(req.label, s) for s in seeds]
+            labels = labels if self.config.condition == "class" else None
+        settings = Settings(steps, req.sampler, req.guidance, scale, req.weak_budget, text_tokens)
         try:
             options = self.ladder.elastic(settings) if req.deadline_ms is not None else self.ladder.fixed(settings, budget)
         except UserError as e:
             field = "weak_budget" if "weak" in str(e) else "guidance"
             raise FieldError(field, str(e)) from None
-        return self.scheduler.new_job(settings, seeds, labels, options, req.deadline_ms)
+        return self.scheduler.new_job(settings, seeds, labels, options, req.deadline_ms, arrival=arrival)
 
     # ------------------------------------------------------------------ the worker's work
     def run_batch(self, settings: Settings, option: Option, seeds, labels):
         from elit.sampling import sample_batch
         from elit.viz import to_uint8
         import torch
-        images = sample_batch(self.model, seeds, labels, self.ladder.plan(settings, option))
+        negative = None
+        if isinstance(labels, Prompts):
+            labels, negative = labels.cond, labels.negative
+        images = sample_batch(self.model, seeds, labels, self.ladder.plan(settings, option), negative=negative)
         images = self.decode(images) if self.decode is not None else images
         if not bool(torch.isfinite(images).all()):   # else to_uint8 draws NaN as an all-black PNG, answered 200
             if settings.guidance != "none" and settings.scale:
@@ -187,7 +260,11 @@ class ModelService:
                          "gflops_per_image": {g: o and round(o.cost.gflops_per_image, 4) for g, o in options.items()},
                          "predicted_seconds": {g: o and self.cost.seconds(o.cost, 1) for g, o in options.items()}})
         backbone = self.config.backbone
+        text = None if self.text_encoder is None else {
+            "encoder": self.text_encoder.describe(), "max_prompt_chars": self.limits.max_prompt_chars,
+            "tokens_assumed": backbone.text_tokens}   # the length the GFLOPs and seconds above assume
         return {"name": self.name, "backbone": backbone.name, "elastic": bool(self.budgets),
+                "condition": self.config.condition, "text": text,
                 "image_shape": list(self.model.sample_shape()), "budgets": rows,
                 "classes": [{"id": i, "name": n} for i, n in enumerate(self.class_names)],
                 "defaults": {"steps": self.default_steps, "min_steps": min(self.ladder.steps_ladder(self.default_steps)),

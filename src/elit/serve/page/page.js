@@ -2,6 +2,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 let model = null;          // the first model of GET /v1/models
+const textModel = () => model.condition === "text";
 let waitSeconds = 0;       // the server's predicted queue wait, from /v1/status
 let correction = 1;        // its cost model's measured / calibrated ratio now, over the one in `model`
 
@@ -40,7 +41,11 @@ function showBudget() {
 
 function request(budget) {
   const body = { seed: Number($("seed").value), steps: Number($("steps").value), guidance: $("guidance").value };
-  if (model.classes.length) body.label = Number($("class").value);
+  if (textModel()) {
+    body.prompt = $("prompt").value;
+    const negative = $("negative").value;
+    if (negative && (body.guidance === "cfg" || body.guidance === "ccfg")) body.negative_prompt = negative;
+  } else if (model.classes.length) body.label = Number($("class").value);
   if (body.guidance !== "none") body.scale = Number($("scale").value);
   if (budget !== undefined) body.budget = budget;
   else if (deadlineMode()) body.deadline_ms = Number($("deadline").value);
@@ -50,7 +55,8 @@ function request(budget) {
 
 function describe(r) {
   const h = (name) => r.headers.get("X-Elit-" + name);
-  return `budget ${h("Budget")}, ${h("Steps")} steps, ${h("Guidance")}\n${h("GFLOPs-Per-Image")} GFLOPs/image\n` +
+  const text = h("Text-Tokens") ? `, ${h("Text-Tokens")} text tokens` : "";
+  return `budget ${h("Budget")}, ${h("Steps")} steps, ${h("Guidance")}\n${h("GFLOPs-Per-Image")} GFLOPs/image${text}\n` +
          `queue ${h("Queue-Wait-Ms")} ms + compute ${h("Compute-Ms")} ms (batch of ${h("Batch-Images")})`;
 }
 
@@ -109,15 +115,22 @@ async function start() {
   try {
     model = (await (await api("/v1/models")).json()).models[0];
   } catch (e) { $("error").textContent = e.message + " (an API key may be needed)"; return; }
-  $("model-name").textContent = `${model.name}: ${model.backbone}, budgets ` +
+  $("model-name").textContent = `${model.name}: ${model.backbone}${textModel() ? " (text-to-image)" : ""}, budgets ` +
     (model.elastic ? `${model.budgets[0].budget}..${model.budgets[model.budgets.length - 1].budget}` : "full only");
   $("class").replaceChildren(...model.classes.map((c) => new Option(`${c.id}: ${c.name}`, c.id)));
+  // a text model takes a prompt where a class model takes a class (the GFLOPs shown assume its text length)
+  $("class-row").hidden = textModel() || !model.classes.length;
+  $("prompt-row").hidden = !textModel();
+  if (textModel()) $("prompt").maxLength = $("negative").maxLength = model.text.max_prompt_chars;
   $("guidance").replaceChildren(...model.guidance_modes.map((g) => new Option(g, g)));
   $("steps").value = model.defaults.steps;
   $("steps").max = model.limits.max_steps;
   $("budget").max = model.budgets.length - 1;
   $("budget").value = model.budgets.length - 1;
   for (const id of ["budget", "guidance", "scale", "steps"]) $(id).addEventListener("input", showBudget);
+  const negativeUsed = () => { $("negative-row").hidden = !textModel() || !["cfg", "ccfg"].includes($("guidance").value); };
+  $("guidance").addEventListener("input", negativeUsed);
+  negativeUsed();
   $("generate").addEventListener("click", generate);
   $("compare").addEventListener("click", compare);
   $("apikey").addEventListener("change", start);
