@@ -35,7 +35,7 @@ import torch
 
 from elit.errors import UserError
 from elit.model.backbones.base import BackboneArgs, Context, register_backbone
-from elit.model.backbones.mmdit import MMDiTBackbone, check_grid_size
+from elit.model.backbones.mmdit import PooledTextBackbone, check_grid_size, check_rope_axes
 from elit.model.backbones.qwenimage import pack, unpack
 from elit.model.condition import TextCondition
 
@@ -68,9 +68,7 @@ class FluxArgs(BackboneArgs):
             raise UserError("FLUX takes text (num_classes=0) and 2x2 packed latents (patch_size=2)")
         if not 0 <= self.double_blocks <= self.depth:
             raise UserError(f"double_blocks must lie in 0..depth ({self.depth}), got {self.double_blocks}")
-        if sum(self.axes_dims_rope) != self.hidden_size // self.num_heads:
-            raise UserError(f"axes_dims_rope {self.axes_dims_rope} must sum to the head dim "
-                            f"{self.hidden_size // self.num_heads}")
+        check_rope_axes(self)
 
     @property
     def uses_rope(self) -> bool:
@@ -116,9 +114,10 @@ def image_ids(grid, device=None) -> torch.Tensor:
 
 
 @register_backbone
-class FluxBackbone(MMDiTBackbone):
+class FluxBackbone(PooledTextBackbone):
     args_class = FluxArgs
     diffusers_class = "FluxTransformer2DModel"
+    family = "FLUX"
     attention_kwargs_name = "joint_attention_kwargs"   # FluxPipeline calls cond and uncond apart
 
     @property
@@ -126,25 +125,7 @@ class FluxBackbone(MMDiTBackbone):
         tr = self.transformer
         return [*tr.transformer_blocks, *tr.single_transformer_blocks]
 
-    # ------------------------------------------------------------------ the condition
-    def check_condition(self, y, batch, device):
-        y = super().check_condition(y, batch, device)
-        if y.pooled is None or y.pooled.shape[-1] != self.args.pooled_projection_dim:
-            raise UserError(f"FLUX needs the pooled text embedding (TextCondition(pooled=...), "
-                            f"{self.args.pooled_projection_dim} features)")
-        if y.mask is not None and not bool(y.mask.all()):
-            raise UserError("FLUX attends to every text token (it has no text mask); pass mask=None")
-        return y
-
-    def example_condition(self, batch, device=None):
-        a = self.args
-        return TextCondition(torch.zeros(batch, a.text_tokens, a.joint_attention_dim, device=device),
-                             pooled=torch.zeros(batch, a.pooled_projection_dim, device=device))
-
-    def null_condition(self, y):
-        """Zero text and pooled embeddings (FLUX has no mask to drop the caption with)."""
-        return TextCondition(torch.zeros_like(y.embeds), None, torch.zeros_like(y.pooled))
-
+    # ------------------------------------------------------------------ embed
     def time_embedding(self, t):
         tt = self.transformer.time_text_embed
         return tt.timestep_embedder(tt.time_proj(t * 1000))

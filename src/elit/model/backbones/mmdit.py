@@ -128,6 +128,37 @@ class MMDiTBackbone(Backbone):
         return dict(kwargs)
 
 
+class PooledTextBackbone(MMDiTBackbone):
+    """What SD3 and FLUX share about their condition: a pooled text vector joins the time embedding,
+    and there is no text mask (every token is attended to), so the dropped caption is zeros."""
+    family = ""       # the model's name in messages
+
+    def check_condition(self, y, batch: int, device):
+        y = super().check_condition(y, batch, device)
+        dim = self.args.pooled_projection_dim
+        if y.pooled is None or y.pooled.shape[-1] != dim:
+            raise UserError(f"{self.family} needs the pooled text embedding (pooled_projections, {dim} features) "
+                            f"in TextCondition.pooled")
+        if y.mask is not None and not bool(y.mask.all()):
+            raise UserError(f"{self.family} attends to every text token (it has no text mask); pass mask=None")
+        return y
+
+    def example_condition(self, batch: int, device=None):
+        a = self.args
+        return TextCondition(torch.zeros(batch, a.text_tokens, a.joint_attention_dim, device=device),
+                             pooled=torch.zeros(batch, a.pooled_projection_dim, device=device))
+
+    def null_condition(self, y):
+        """Zero text and pooled embeddings: no mask to drop the caption with."""
+        return TextCondition(torch.zeros_like(y.embeds), None, torch.zeros_like(y.pooled))
+
+
+def check_rope_axes(args) -> None:
+    """A rotary table over axes must cover the head dim exactly (Qwen-Image's MSRoPE, FLUX's ids)."""
+    if sum(args.axes_dims_rope) != args.hidden_size // args.num_heads:
+        raise UserError(f"axes_dims_rope {args.axes_dims_rope} must sum to the head dim {args.hidden_size // args.num_heads}")
+
+
 def check_grid_size(grid, tokens: int, what: str) -> None:
     if math.prod(grid) != tokens:
         raise UserError(f"{what}: a {grid[0]}x{grid[1]} token grid has {math.prod(grid)} tokens but the "

@@ -32,7 +32,7 @@ import torch
 
 from elit.errors import UserError
 from elit.model.backbones.base import BackboneArgs, Context, register_backbone
-from elit.model.backbones.mmdit import MMDiTBackbone, check_grid_size
+from elit.model.backbones.mmdit import MMDiTBackbone, check_grid_size, check_rope_axes
 from elit.model.condition import TextCondition
 
 _REFUSED = {"zero_cond_t": "the edit model's modulation index (zero_cond_t)",
@@ -63,9 +63,7 @@ class QwenImageArgs(BackboneArgs):
         super().__post_init__()
         if self.num_classes != 0 or self.patch_size != 2:
             raise UserError("Qwen-Image takes text (num_classes=0) and 2x2 packed latents (patch_size=2)")
-        if sum(self.axes_dims_rope) != self.hidden_size // self.num_heads:
-            raise UserError(f"axes_dims_rope {self.axes_dims_rope} must sum to the head dim "
-                            f"{self.hidden_size // self.num_heads}")
+        check_rope_axes(self)
 
     @property
     def uses_rope(self) -> bool:

@@ -23,11 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
 from elit.errors import UserError
 from elit.model.backbones.base import BackboneArgs, Context, register_backbone
-from elit.model.backbones.mmdit import MMDiTBackbone
+from elit.model.backbones.mmdit import PooledTextBackbone
 from elit.model.condition import TextCondition
 
 
@@ -95,9 +93,10 @@ class SD3Context(Context):
 
 
 @register_backbone
-class SD3Backbone(MMDiTBackbone):
+class SD3Backbone(PooledTextBackbone):
     args_class = SD3Args
     diffusers_class = "SD3Transformer2DModel"
+    family = "SD3"
     attention_kwargs_name = "joint_attention_kwargs"
 
     @classmethod
@@ -105,25 +104,6 @@ class SD3Backbone(MMDiTBackbone):
         """StableDiffusion3Pipeline batches [uncond ; cond]; its skip-layer-guidance call (which passes
         skip_layers) is a cond-only call."""
         return not kwargs.get("skip_layers")
-
-    # ------------------------------------------------------------------ the condition
-    def check_condition(self, y, batch, device):
-        y = super().check_condition(y, batch, device)
-        if y.pooled is None or y.pooled.shape[1] != self.args.pooled_projection_dim:
-            raise UserError(f"SD3 needs the pooled text embedding (pooled_projections, {self.args.pooled_projection_dim} "
-                            f"features) in TextCondition.pooled")
-        if y.mask is not None and not bool(y.mask.all()):
-            raise UserError("SD3 attends to every text token (it has no text mask); pass mask=None")
-        return y
-
-    def example_condition(self, batch, device=None):
-        a = self.args
-        return TextCondition(torch.zeros(batch, a.text_tokens, a.joint_attention_dim, device=device),
-                             pooled=torch.zeros(batch, a.pooled_projection_dim, device=device))
-
-    def null_condition(self, y):
-        """Zero text and pooled embeddings (SD3 has no mask to drop the caption with)."""
-        return TextCondition(torch.zeros_like(y.embeds), None, torch.zeros_like(y.pooled))
 
     # ------------------------------------------------------------------ embed
     def embed(self, x, t, y):
