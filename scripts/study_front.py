@@ -40,6 +40,7 @@ MODELS = {"dit": ("study-fmnist-dit", ()), "elit-mb": ("study-fmnist-elit-mb", (
 NAMES = {"dit": "DiT", "elit-mb": "ELIT-MB", "dit-d3": "DiT, 3 blocks", "dit-d2": "DiT, 2 blocks"}
 SEEDS = (0, 1)
 MAX_STEPS = 8000
+PUBLISHED_MODELS = "docs/results/fashion-mnist-front/models"   # the trained models, once published
 NFES = (8, 12, 20, 40)                 # model evaluations of the ODE per image (Heun: 2 per step)
 SCALE = 0.5                            # guidance lambda (w = 1 + lambda) for CFG and cheap CFG
 CACHES = (0.1, 0.3)                    # TeaCache thresholds (elit.sampling.cache)
@@ -460,12 +461,22 @@ def published(rows: list[dict]) -> list[dict]:
             sorted(rows, key=lambda r: (r["seed"], order.index(r["model"]), r["gflops_per_image"], r["id"]))]
 
 
+SECTION_NAMES = ("front-summary", "front-claim", *(f"front-{part}-{m}" for m in METRICS
+                                                    for part in ("dominance", "budget-vs-steps")),
+                 "front-plan", "front-fronts", "front-plots")
+
+
 def doc_sections(rows: list[dict]) -> dict[str, str]:
     """The generated parts of docs/results/fashion-mnist-front.md, by marker name."""
     fids = sum(r["fid"] is not None for r in rows)
     counts = {m: sum(r["model"] == m for r in rows) for m in MODELS}
+    if not rows:   # the links below would lead nowhere before the first publish
+        return {name: "Not measured yet.\n" if name == "front-summary" else "" for name in SECTION_NAMES}
     summary = (f"{len(rows)} rows ({', '.join(f'{NAMES[m]} {n}' for m, n in counts.items())}; "
-               f"seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}), {fids} with FID.\n")
+               f"seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}), {fids} with FID, in "
+               f"[fashion-mnist-front.json](fashion-mnist-front.json); each row's `command` re-measures it from "
+               f"the published models in [fashion-mnist-front/models/](fashion-mnist-front/models/) and prints "
+               f"it as JSON.\n")
     sections = {"front-summary": summary, "front-claim": claim_answer(rows)}
     for metric in METRICS:
         sections[f"front-dominance-{metric}"] = dominance_table(rows, metric)
@@ -480,6 +491,8 @@ def doc_sections(rows: list[dict]) -> dict[str, str]:
                     fronts.append(f"- {METRIC_NAMES[metric]}, {family}, seed {seed}: " + "; ".join(
                         f"{r['gflops_per_image']:.2f} GF {r[metric]:.2f} ({shorthand(r)})" for r in f))
     sections["front-fronts"] = "\n".join(fronts) + "\n"
+    sections["front-plots"] = "".join(f"![{METRIC_NAMES[m]} vs GFLOPs](fashion-mnist-front/front-{m}.png)\n"
+                                      for m in METRICS if any(r[m] is not None for r in rows))
     return sections
 
 
@@ -531,6 +544,21 @@ def publish_models(out: pathlib.Path, dest: pathlib.Path, runs) -> None:
 
 
 # ---------------------------------------------------------------------- stages
+def reuse_published(out: pathlib.Path, published: pathlib.Path, seeds) -> None:
+    """A model already published (trained in an earlier session, whose run folder is gone) is the
+    run's result: copied into OUT/runs/<run>/model, it is not trained again."""
+    from elit._io import atomic_write
+    for seed in seeds:
+        for label in MODELS:
+            src, dest = published / f"{label}-s{seed}", out / "runs" / f"{label}-s{seed}" / "model"
+            if (src / "model.safetensors").is_file() and not (dest / "model.safetensors").is_file():
+                dest.mkdir(parents=True, exist_ok=True)
+                for name in ("config.json", "model.safetensors"):   # the weights last: their presence means done
+                    with atomic_write(dest / name) as f:
+                        f.write((src / name).read_bytes())
+                print(f"[train] {label}-s{seed}: the published model in {src} is used, not retrained", flush=True)
+
+
 def train(out: pathlib.Path, jobs: int, seeds, overrides: list[str]) -> None:
     """Train (or resume) every (model, seed) with the real CLI, `jobs` at a time, one thread each."""
     pending = [(f"{label}-s{seed}", [sys.executable, "-m", "elit", "train", "--config", config, "--out",
@@ -649,7 +677,7 @@ def main() -> int:
     ap.add_argument("--publish", metavar="DIR", help="with --report: copy into DIR (docs/results) and fill the doc")
     ap.add_argument("--plan", action="store_true", help="print seed 0's rows and their counted GFLOPs; no sampling")
     ap.add_argument("--measure-row", metavar="ID", help="re-measure one row (its `id`) and print it as JSON")
-    ap.add_argument("--models", default="docs/results/fashion-mnist-front/models", help="with --measure-row")
+    ap.add_argument("--models", default=PUBLISHED_MODELS, help="with --measure-row")
     ap.add_argument("--with-fid", action="store_true", help="with --measure-row: FID too")
     ap.add_argument("--jobs", type=int, default=1, help="trainings side by side")
     ap.add_argument("--shard", default="0/1", metavar="K/N")
@@ -681,6 +709,8 @@ def main() -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.train:
+        if not args.smoke:
+            reuse_published(out, ROOT / PUBLISHED_MODELS, args.seeds)
         train(out, args.jobs, args.seeds, overrides)
     if args.measure:
         measure_stage(out, args)

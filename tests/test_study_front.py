@@ -118,3 +118,35 @@ def test_front_study_smoke_trains_measures_publishes_and_remeasures(tmp_path):
     # resuming: nothing left to train or measure
     log = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
     assert "0 to go" in log and "[train]" not in log
+
+
+def test_the_published_doc_is_generated_from_the_published_rows():
+    """docs/results/fashion-mnist-front.md holds what doc_sections makes of the committed JSON (no JSON
+    yet: the not-measured text, with no link to files that do not exist)."""
+    section = load_script("scripts/docs_tables.py").section
+    table = REPO / "docs" / "results" / "fashion-mnist-front.json"
+    rows = json.loads(table.read_text()) if table.is_file() else []
+    doc = (REPO / "docs" / "results" / "fashion-mnist-front.md").read_text()
+    for name, body in front.doc_sections(rows).items():
+        assert section(doc, name) == body, name
+
+
+def test_every_doc_section_has_a_name_before_any_row_exists():
+    rows = [row("dit", 1.0, 30.0, nfe=8), row("elit-mb", 1.0, 24.0, nfe=8, budget=1)]
+    assert set(front.doc_sections(rows)) == set(front.doc_sections([])) == set(front.SECTION_NAMES)
+
+
+def test_a_published_model_is_reused_not_retrained(tmp_path, capsys):
+    published = tmp_path / "models" / "dit-d2-s0"
+    published.mkdir(parents=True)
+    (published / "config.json").write_text('{"format": "x"}')
+    (published / "model.safetensors").write_bytes(b"weights")
+    out = tmp_path / "study"
+    front.reuse_published(out, tmp_path / "models", seeds=(0, 1))
+    model = out / "runs" / "dit-d2-s0" / "model"
+    assert (model / "model.safetensors").read_bytes() == b"weights" and (model / "config.json").is_file()
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["dit-d2-s0"]     # nothing else made up
+    assert "dit-d2-s0: the published model" in capsys.readouterr().out
+    (model / "model.safetensors").write_bytes(b"trained here")                 # a run's own result is kept
+    front.reuse_published(out, tmp_path / "models", seeds=(0,))
+    assert (model / "model.safetensors").read_bytes() == b"trained here"
