@@ -146,6 +146,20 @@ def compile_cpu(data: dict) -> str:
     return table(head, rows)
 
 
+def precision(data: dict) -> str:
+    run = data["precision"]
+    src = run["source"]
+    head = ["model", "width", "batch", "bf16 vs fp32, full budget", "budget 1", "fp32 forward", "bf16 forward",
+            "bf16 speed", "auto here"]
+    rows = [[r["model"], r["width"], r["batch"], short_exp(r["rel_error_full"]),
+             short_exp(r["rel_error_budget_1"]) if "rel_error_budget_1" in r else "-",
+             f"{r['seconds_fp32']:.3f} s", f"{r['seconds_bf16']:.3f} s", f"{r['speedup']:.2f}x", r["auto"]]
+            for r in run["rows"]]
+    note = (f"\n{src['threads']} thread(s), load average {src['load_average'][0]}-{src['load_average'][1]}, "
+            f"median of {run['repeats']}; CPU bf16: {src['cpu_bf16']}; {src['date'][:10]}.\n")
+    return table(head, rows) + note
+
+
 # ----------------------------------------------------------------------------- docs/performance-peers.md
 def peer_rows(run: dict) -> list[tuple]:
     """(row key, part label, case label, figures) per measured row of a peer_codes.py entry; the key
@@ -431,6 +445,7 @@ DOCS = {
     "docs/text-to-image.md": [("qwen-image-flops", FLOPS, qwen_flops), ("flux-flops", FLOPS, flux_flops),
                               ("wan-flops", FLOPS, wan_flops)],
     "docs/performance.md": [("forward-budgets", PERF, forward_budgets), ("compile-cpu", PERF, compile_cpu),
+                            ("precision", PERF, precision),
                             ("peers-summary", PEERS, peers_summary)],
     "docs/performance-peers.md": [("peers-final", PEERS, peers_final),
                                   ("peers-main", PEERS, functools.partial(peer_table, "main-1-thread")),

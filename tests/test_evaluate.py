@@ -106,8 +106,10 @@ def test_a_resume_never_passes_other_measurements_off_as_its_own_nor_drops_them(
     assert main(base + ["--model", f"m={a_dir}", "--num", "8"]) == 0
     row = json.loads(out.read_text())[0]
     assert (row["num"], row["seed_start"], row["ref"]) == (8, 0, str(ref)) and len(row["model_sha256"]) == 64
+    assert row["precision"] == ("bf16" if "precision bf16 autocast" in capsys.readouterr().out else "fp32")   # auto, said
     for extra, said in ((["--model", f"m={a_dir}", "--num", "16"], "num: 8 -> 16"),
-                        (["--model", f"m={a_dir}", "--num", "8", "--seed-start", "5"], "seed_start: 0 -> 5")):
+                        (["--model", f"m={a_dir}", "--num", "8", "--seed-start", "5"], "seed_start: 0 -> 5"),
+                        (["--model", f"m={a_dir}", "--num", "8", "--precision", "bf16"], "precision fp32 -> bf16")):
         assert main(base + extra) == 2 and said in capsys.readouterr().err
     other = tmp_path / "b"
     model = elit.load_pretrained(a_dir)

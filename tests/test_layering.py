@@ -13,7 +13,7 @@ SRC = pathlib.Path(elit.__file__).parent
 # package (elit/__init__.py, the lazy public API) sits above all of them.
 LAYERS = [
     {"errors"},
-    {"_io", "_lock", "_threads", "_distributed"},
+    {"_io", "_lock", "_threads", "_precision", "_distributed"},
     {"viz", "vae", "_output"},
     {"model", "video"},
     {"cost", "flow", "data", "interop", "hub"},

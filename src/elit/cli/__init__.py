@@ -68,6 +68,14 @@ def add_threads_argument(parser) -> None:
                              "cores free now); a fixed count gives bit-identical results run to run")
 
 
+def add_precision_argument(parser) -> None:
+    """--precision, the same on every command that runs a model (elit._precision says how auto chooses)."""
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="the model passes' arithmetic: bf16 autocast or fp32 (default auto: bf16 where the "
+                             "hardware has it natively and a timed pass of this model is >= 1.1x faster; fp32 "
+                             "elsewhere); the sampler integrates in fp32 either way")
+
+
 def main(argv: list[str] | None = None) -> int:
     # Only a real command line picks the thread count: a library call (tests, notebooks) keeps its own.
     from_command_line = argv is None

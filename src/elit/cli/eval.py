@@ -38,6 +38,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sampler", default="euler", choices=["euler", "heun"],
                         help="ODE solver (Heun makes 2 model calls per step; default euler)")
     parser.add_argument("--batch-size", type=integer(1), default=64, help="images per forward pass (default 64)")
+    from elit.cli import add_precision_argument
+    add_precision_argument(parser)
     parser.add_argument("--seed-start", type=integer(0), default=0,
                         help="row i uses seeds seed-start .. seed-start + num - 1 (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -64,6 +66,7 @@ def _parse_list(text: str, cast, what: str) -> list:
 def run(args) -> int:
     from elit.eval.report import check_plot_out, format_table, plot_quality_vs_gflops
     from elit.eval.sweep import read_rows, run_sweep, sweep_settings
+    from elit._precision import set_model_precision
     from elit.hub import load_pretrained
     from elit.sampling.distributed import Shards
 
@@ -85,6 +88,8 @@ def run(args) -> int:
         if label in models:   # runs/a/model and runs/b/model: both "model", and one row key
             raise UserError(f"two models are named {label!r}; name them with LABEL=DIR")
         models[label] = load_pretrained(path, device=device)
+        set_model_precision(models[label], args.precision, args.batch_size, announce=(
+            lambda text, label=label: print(f"elit eval: model {label}: {text}")) if shards.is_main else None)
         fingerprints[label] = file_sha256(pathlib.Path(path) / WEIGHTS_NAME) if args.json else None
     guidances = _parse_list(args.guidance, str, "guidance")
     bad = [g for g in guidances if g not in ("none", "cfg", "ccfg", "ag")]

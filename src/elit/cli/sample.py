@@ -81,7 +81,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--vae-subfolder", default=None,
                         help="subfolder of --vae that holds the VAE (e.g. 'vae' for a whole pipeline)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model compute dtype (default float32)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES,
+                        help="the dtype the weights are cast to (default float32); --precision bf16 autocasts instead")
+    from elit.cli import add_precision_argument
+    add_precision_argument(parser)
 
 
 def _labels_arg(text, model):
@@ -150,16 +153,17 @@ def negative_prompt(args, plan) -> str | None:
     return (args.negative_prompt if args.negative_prompt is not None else "") if uses else None
 
 
-def run_settings(args, plan, vae, text: dict | None = None) -> dict:
+def run_settings(args, plan, vae, text: dict | None = None, precision: str = "fp32") -> dict:
     """What determines the images (so a folder holds one run): not the seeds, batch size or device.
-    A text model adds its prompts, negative prompt and text encoder."""
+    A text model adds its prompts, negative prompt and text encoder; bf16 passes add the precision
+    (fp32, the default, is left implicit, as in the records written before there was a choice)."""
     from elit.hub import CONFIG_NAME, WEIGHTS_NAME
     from elit._io import file_sha256
     model = pathlib.Path(args.model)
     return {"model_weights_sha256": file_sha256(model / WEIGHTS_NAME),
             "model_config_sha256": file_sha256(model / CONFIG_NAME), "plan": plan.describe(),
             "shift": args.shift, "cache": args.cache, "dtype": args.dtype, "vae": vae[0],
-            "vae_subfolder": vae[1], **(text or {})}
+            "vae_subfolder": vae[1], **(text or {}), **({"precision": precision} if precision != "fp32" else {})}
 
 
 def run(args) -> int:
@@ -179,6 +183,9 @@ def run(args) -> int:
     device = shards.device or resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
     model = load_pretrained(args.model, device=device, dtype=dtype)  # refuses NaN weights
+    from elit._precision import set_model_precision
+    precision = set_model_precision(model, args.precision, args.batch_size, announce=(
+        lambda text: print(f"elit sample: {text}")) if shards.is_main else None)
     video = len(model.sample_shape()) == 4
     text = model.config.condition == "text"
     check_text_arguments(args, model, prompts)
@@ -209,6 +216,7 @@ def run(args) -> int:
     info = {"model": str(args.model), "gflops_per_image": gflops,
             "labels": "prompts" if text else args.labels or "seed % num_classes",
             "threads": torch.get_num_threads(),   # the images' last bits depend on it (a fixed count: identical)
+            "precision": precision,                # and on this (auto may choose differently on another machine)
             "last_options": {k: v for k, v in vars(args).items() if k != "command"}}
     label_of = dict(zip(seeds, labels)) if labels is not None else None
     if not shards.is_main:    # compute this rank's batches of what rank 0 still needs; rank 0 writes
@@ -220,7 +228,7 @@ def run(args) -> int:
         return 0
     # A first run that fails (NaN samples, say) leaves no folder holding only its record behind.
     with guarded_output(out, "elit sample", kind="folder", scaffolding=(RECORD,)):
-        folder = SampleFolder(out, run_settings(args, plan, vae, record), info, CLIP_FILES if video else IMAGE_FILES)
+        folder = SampleFolder(out, run_settings(args, plan, vae, record, precision), info, CLIP_FILES if video else IMAGE_FILES)
         try:
             todo = folder.prepare(items, labels, overwrite=args.overwrite)
         except UserError as e:

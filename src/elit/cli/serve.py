@@ -32,8 +32,10 @@ def add_arguments(parser) -> None:
                         help="serve a non-loopback --host without an API key: anyone who reaches it can use it")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="model compute dtype (default float32)")
+                        help="the dtype the weights are cast to (default float32); --precision bf16 autocasts instead")
     parser.add_argument("--threads", type=integer(1), default=None, help="torch threads of the worker")
+    from elit.cli import add_precision_argument
+    add_precision_argument(parser)
     parser.add_argument("--steps", type=integer(1), default=40, help="default sampling steps of a request")
     parser.add_argument("--min-steps", type=integer(1), default=None,
                         help="deadline requests may drop to this many steps once the lowest budget does not fit "
@@ -78,7 +80,7 @@ def serve_options(args):
     limits = Limits(max_steps=args.max_steps, max_images=args.max_images, max_batch_images=args.max_batch,
                     max_queue_images=args.max_queue, max_body_bytes=args.max_body, max_prompt_chars=args.max_prompt)
     return ServeOptions(limits=limits, steps=args.steps, min_steps=args.min_steps, headroom=args.headroom,
-                        dtype=args.dtype, vae=args.vae, vae_subfolder=args.vae_subfolder, pipeline=args.pipeline)
+                        dtype=args.dtype, precision=args.precision, vae=args.vae, vae_subfolder=args.vae_subfolder, pipeline=args.pipeline)
 
 
 def run(args) -> int:

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"built-in preset ({', '.join(list_presets())}) or a YAML file; default fmnist-elit-dit")
     parser.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, samples/, model/")
     parser.add_argument("--max-steps", type=int, default=None, help="shorthand for train.max_steps=N")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                        help="shorthand for system.precision (default auto: bf16 autocast on a GPU that has it, "
+                             "fp32 on a CPU)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="override config keys, e.g. model.hidden_size=256 train.lr=2e-4")
@@ -26,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from elit.train.config import load_config
     from elit.train.config import flag_overrides
-    overrides = flag_overrides(args.overrides, {"--max-steps": ("train.max_steps", args.max_steps)},
+    overrides = flag_overrides(args.overrides, {"--max-steps": ("train.max_steps", args.max_steps),
+                                                "--precision": ("system.precision", args.precision)},
                                announce=lambda text: print(f"elit train: {text}", file=sys.stderr))
     cfg = load_config(args.config, overrides)
     if args.print_config:

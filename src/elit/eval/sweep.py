@@ -140,16 +140,20 @@ def sweep_identity(num: int, seed_start: int, ref) -> dict:
     return {"num": num, "seed_start": seed_start, "ref": text}
 
 
-def check_rows(rows: list[dict], identity: dict, fingerprints: dict | None, path) -> None:
-    """Refuse to resume rows measured with other samples, seeds, reference, or other weights under
-    the same model name (they would be skipped as done and reported as this sweep's). Rows written
-    before these were recorded lack them and are taken as they are."""
+def check_rows(rows: list[dict], identity: dict, fingerprints: dict | None, path,
+               precisions: dict | None = None) -> None:
+    """Refuse to resume rows measured with other samples, seeds, reference, or other weights or
+    precision under the same model name (they would be skipped as done and reported as this
+    sweep's). Rows written before these were recorded lack them and are taken as they are."""
     for r in rows:
         diff = [f"{k}: {r.get(k, r.get('num_samples') if k == 'num' else None)!r} -> {v!r}"
                 for k, v in identity.items() if r.get(k, r.get("num_samples") if k == "num" else None) not in (None, v)]
         weights = (fingerprints or {}).get(r.get("model"))
         if weights and r.get("model_sha256") not in (None, weights):
             diff.append(f"model {r.get('model')!r}: other weights under the same name")
+        precision = (precisions or {}).get(r.get("model"))
+        if precision and r.get("precision") not in (None, precision):
+            diff.append(f"model {r.get('model')!r}: precision {r.get('precision')} -> {precision}")
         if diff:
             raise UserError(f"--json {path} holds rows measured with other settings ({'; '.join(diff)}); use another "
                             f"--json file (or name the models LABEL=DIR), or delete it to measure again")
@@ -195,7 +199,8 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
     identity = sweep_identity(num, seed_start, ref)
     path = pathlib.Path(json_path) if json_path else None
     saved = read_rows(path) if path else []   # every saved row stays in the file
-    check_rows(saved, identity, fingerprints, path)   # before minutes of reference features
+    precisions = {label: getattr(m, "compute_precision", "fp32") for label, m in models.items()}
+    check_rows(saved, identity, fingerprints, path, precisions)   # before minutes of reference features
     nets = sorted({METRIC_NET[m] for m in metrics if m in METRIC_NET})
     extractors = {n: get_extractor(n, **(net_kwargs or {})) for n in nets}
     need = [n for n in nets if any(METRIC_NET[m] == n for m in metrics if m in NEEDS_FEATURES)]
@@ -225,7 +230,8 @@ def run_sweep(models: dict, settings: dict[str, list[dict]], *, num: int, steps:
                            refs=refs, extractors=extractors, batch_size=batch_size, progress=progress,
                            seed_start=seed_start, fd_method=fd_method, decode=decode, video_refs=video_refs,
                            shards=shards)
-        row = {"model": label, **row, **identity, "model_sha256": (fingerprints or {}).get(label)}
+        row = {"model": label, **row, **identity, "model_sha256": (fingerprints or {}).get(label),
+               "precision": precisions[label]}
         row = _merge_into(saved, row)
         rows.append(row)
         print("   " + ", ".join(f"{m}={row[m]:.3f}" for m in metrics if row.get(m) is not None)

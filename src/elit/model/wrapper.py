@@ -42,6 +42,9 @@ class ELITModel(nn.Module):
         # Value checks of t and y cost one host sync per call; the trainer, whose inputs are its
         # own, turns them off.
         self.check_values = True
+        # "bf16": every forward runs under bf16 autocast and returns its output in the input's dtype
+        # (set by elit._precision.set_model_precision, `--precision`); "fp32": plain.
+        self.compute_precision = "fp32"
         self._layout = config.layout()
         self.initialize_weights(backbone=backbone is None and not self.backbone.wraps_pretrained)
 
@@ -136,6 +139,10 @@ class ELITModel(nn.Module):
         """
         kept = self.resolve_budget(budget)
         t, y = self._check_inputs(x, t, y)
+        if self.compute_precision == "bf16" and not torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                out = self.forward_embedded(self.backbone.embed(x, t, y), kept)
+            return out.to(x.dtype)      # the sampler integrates in the input's dtype
         return self.forward_embedded(self.backbone.embed(x, t, y), kept)
 
     def forward_embedded(self, embedded: tuple, kept: int | None) -> torch.Tensor:

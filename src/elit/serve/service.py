@@ -38,6 +38,7 @@ class ServeOptions:
     min_steps: int | None = None       # deadline requests may drop to this many (None: half of steps)
     headroom: float = 0.15
     dtype: str = "float32"
+    precision: str = "auto"            # the passes' arithmetic (elit._precision), chosen before calibration
     vae: str | None = None             # decodes a latent model's samples (default: the vae/ of `pipeline` or the model)
     vae_subfolder: str | None = None
     pipeline: str | None = None        # a diffusers pipeline folder: the text models' text encoder (and vae/)
@@ -121,6 +122,9 @@ class ModelService:
         _, meta = read_config(path)
         dtype = getattr(torch, options.dtype)
         model = load_pretrained(path, device=device, dtype=dtype)
+        from elit._precision import set_model_precision    # before calibration: the cost model times it
+        set_model_precision(model, options.precision, options.limits.max_batch_images,
+                            announce=lambda text: print(f"elit serve: model {name}: {text}", flush=True))
         text = model.config.condition == "text"
         vae = vae_beside(options.vae, options.vae_subfolder, options.pipeline if text else None, path)
         decode = decoder_for(model.config, *vae, device, what=f"model {name}")

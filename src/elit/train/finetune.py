@@ -30,6 +30,7 @@ from importlib import resources
 import torch
 
 from elit._io import read_json, write_json
+from elit._precision import resolve_precision
 from elit.errors import MissingInputError, UserError
 from elit.flow.distill import Teacher, distill_loss
 from elit.flow.vp import VPSchedule
@@ -230,7 +231,7 @@ class FinetuneTrainer(Trainer):
         # an elit teacher brings its own config; a diffusers one is the student's backbone, plain.
         # It only runs forward passes: under bf16 autocast it is held in bf16 (half the memory).
         sy = cfg.system
-        bf16 = sy.precision == "bf16" or (sy.precision == "auto" and env.device.type == "cuda")
+        bf16 = resolve_precision(sy.precision, env.device, what="system.precision") == "bf16"   # told by Trainer
         teacher_model = load_teacher(ft.teacher, dataclasses.replace(cfg.model, interface=None, split=None),
                                      torch.bfloat16 if bf16 else torch.float32)
         self._teacher_model = teacher_model

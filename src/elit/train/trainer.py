@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from elit._io import write_text
 from elit._lock import exclusive_output
+from elit._precision import resolve_precision
 from elit._threads import ThroughputWatch, set_run_threads
 from elit.data import build_dataset, infinite_batches
 from elit.data.seeding import derive_seed
@@ -112,7 +113,8 @@ class Trainer:
         if env.device.type == "cuda" and sy.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.amp = sy.precision == "bf16" or (sy.precision == "auto" and env.device.type == "cuda")
+        self.amp = resolve_precision(sy.precision, env.device, announce=(lambda text: print(f"elit train: {text}"))
+                                     if env.is_main else None, what="system.precision") == "bf16"
         if tr.global_batch_size % env.world_size:
             raise UserError(f"train.global_batch_size={tr.global_batch_size} is not divisible by the "
                              f"{env.world_size} processes")
