@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-import elit
 from elit import _precision as P
 from elit.cli import main
 from elit.errors import UserError
 from test_sampling import one_thread, tiny_model  # noqa: F401  (fixture re-used)
+from test_sampling_cli import model_dir  # noqa: F401  (fixture re-used)
 
 
 @pytest.fixture
@@ -95,13 +95,6 @@ def test_the_probe_times_both_and_leaves_the_model_as_it_was():
     model = tiny_model()
     speedup = P.probe_speedup(model, batch=2, repeats=1)
     assert speedup > 0 and model.compute_precision == "fp32"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    elit.save_pretrained(tiny_model(), path)
-    return path
 
 
 def sample_cli(model_dir, out, *extra):
