@@ -160,6 +160,23 @@ def precision(data: dict) -> str:
     return table(head, rows) + note
 
 
+def precision_sampling(data: dict) -> str:
+    run = data["precision-sampling"]
+    src = run["source"]
+    by = {(r["model"], r["precision"]): r for r in run["rows"]}
+    models = list(dict.fromkeys(r["model"] for r in run["rows"]))
+    head = ["model", "Euler steps", "samples", "FD-FMNIST fp32", "FD-FMNIST bf16", "bf16 - fp32"]
+    rows = []
+    for m in models:
+        a, b = by[(m, "fp32")], by[(m, "bf16")]
+        rows.append([m, a["steps"], f"{a['num_samples']:,}", f"{a['fd_fmnist']:.3f}", f"{b['fd_fmnist']:.3f}",
+                     f"{b['fd_fmnist'] - a['fd_fmnist']:+.3f}"])
+    note = (f"\nThe same seeds (0..{run['rows'][0]['num_samples'] - 1}, label = seed % 10), full budget, unguided; "
+            f"{src['threads']} thread(s), load average {src['load_average'][0]}-{src['load_average'][1]}; "
+            f"CPU bf16: {src['cpu_bf16']}; {src['date'][:10]}.\n")
+    return table(head, rows) + note
+
+
 # ----------------------------------------------------------------------------- docs/performance-peers.md
 def peer_rows(run: dict) -> list[tuple]:
     """(row key, part label, case label, figures) per measured row of a peer_codes.py entry; the key
