@@ -6,6 +6,7 @@ ELIT-MB with the same knobs plus the budget, per-step budget schedules and cheap
     python scripts/study_front.py --out runs/front --train --jobs 2        # the 8 trainings (hours; resumable)
     for k in 0 1; do python scripts/study_front.py --out runs/front --measure --shard $k/2 & done
     python scripts/study_front.py --out runs/front --fid --shard 0/1        # FID of the chosen rows
+    python scripts/study_front.py --out runs/front --train --measure --fid --device cuda   # a GPU: all of it
     python scripts/study_front.py --out runs/front --report --publish docs/results
     python scripts/study_front.py --plan                                    # the rows and their cost, no work
     python scripts/study_front.py --measure-row 'elit-mb-s0:euler-40:budget-4:none:cache-off' \\
@@ -198,22 +199,23 @@ def references(nets, ref_num: int | None, extractors: dict) -> dict:
     return reference_stats("fmnist-test", {n: extractors[n] for n in nets}, num=ref_num, progress=True)[0]
 
 
-def extractors_for(nets) -> dict:
+def extractors_for(nets, device: str = "cpu") -> dict:
     from elit.eval.metrics.compute import get_extractor
-    return {n: get_extractor(n) for n in nets}
+    return {n: get_extractor(n, device=device) for n in nets}
 
 
-def load_models(folder_of, wanted, compile_: bool) -> dict:
-    """(label, seed) -> (model to sample with, the same uncompiled for FLOP counting)."""
+def load_models(folder_of, wanted, compile_: bool, device: str = "cpu") -> dict:
+    """(label, seed) -> (model to sample with on `device`, the same uncompiled on the CPU for FLOP
+    counting: the count does not depend on where the model runs)."""
     from elit.hub import load_pretrained
     out = {}
     for label, seed in sorted(wanted):
         folder = folder_of(label, seed)
         plain = load_pretrained(folder)
-        model = plain
+        model = plain if device == "cpu" and not compile_ else load_pretrained(folder, device=device)
         if compile_:
             from elit.model import compile_blocks
-            model = compile_blocks(load_pretrained(folder))
+            model = compile_blocks(model)
         out[(label, seed)] = (model, plain)
     return out
 
@@ -604,10 +606,10 @@ def measure_stage(out: pathlib.Path, args) -> None:
         if not mine:
             return
         if extractors is None:
-            extractors = extractors_for(["fmnist"])
+            extractors = extractors_for(["fmnist"], args.device)
             refs = references(["fmnist"], args.ref_num, extractors)
         wanted = {(label, seed) for label, seed, _ in mine} - set(models)
-        models.update(load_models(lambda m, k: out / "runs" / f"{m}-s{k}" / "model", wanted, args.compile))
+        models.update(load_models(lambda m, k: out / "runs" / f"{m}-s{k}" / "model", wanted, args.compile, args.device))
         for k, (label, seed, s) in enumerate(mine):
             if row_id(label, seed, s) in {r["id"] for r in load_rows(out)}:
                 continue        # another shard's replanned share took it
@@ -632,7 +634,7 @@ def fid_stage(out: pathlib.Path, args) -> None:
           f"shard {args.shard}/{args.shards} takes {len(mine)}", flush=True)
     if not mine:
         return
-    extractors = extractors_for(["inception"])
+    extractors = extractors_for(["inception"], args.device)
     refs = references(["inception"], args.ref_num, extractors)
     for k, ident in enumerate(mine):
         path = out / "samples" / (ident.replace(":", "__") + ".npy")
@@ -649,10 +651,10 @@ def measure_row(args) -> int:
     torch.set_num_threads(args.threads)
     label, seed, s = parse_row_id(args.measure_row)
     nets = ["fmnist", "inception"] if args.with_fid else ["fmnist"]
-    extractors = extractors_for(nets)
+    extractors = extractors_for(nets, args.device)
     refs = references(nets, args.ref_num, extractors)
     models = pathlib.Path(args.models)
-    model, plain = load_models(lambda m, k: models / f"{m}-s{k}", {(label, seed)}, args.compile)[(label, seed)]
+    model, plain = load_models(lambda m, k: models / f"{m}-s{k}", {(label, seed)}, args.compile, args.device)[(label, seed)]
     with torch.no_grad():
         row = measure(label, seed, s, model, plain, args.num, args.batch_size, extractors, refs, None, args.compile)
     if args.with_fid:
@@ -682,6 +684,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1, help="trainings side by side")
     ap.add_argument("--shard", default="0/1", metavar="K/N")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--device", default="cpu", help="where --measure, --fid and --measure-row sample and extract "
+                    "features (cuda: the whole grid in minutes; --train uses CUDA by itself when present)")
     ap.add_argument("--compile", action="store_true", help="elit.compile_blocks (CPU: ~20%% faster sampling; "
                     "outputs differ from eager by ~1e-6)")
     ap.add_argument("--num", type=int, default=2000, help="samples per row (seeds 0..num-1)")
