@@ -462,7 +462,7 @@ DOCS = {
     "docs/text-to-image.md": [("qwen-image-flops", FLOPS, qwen_flops), ("flux-flops", FLOPS, flux_flops),
                               ("wan-flops", FLOPS, wan_flops)],
     "docs/performance.md": [("forward-budgets", PERF, forward_budgets), ("compile-cpu", PERF, compile_cpu),
-                            ("precision", PERF, precision),
+                            ("precision", PERF, precision), ("precision-sampling", PERF, precision_sampling),
                             ("peers-summary", PEERS, peers_summary)],
     "docs/performance-peers.md": [("peers-final", PEERS, peers_final),
                                   ("peers-main", PEERS, functools.partial(peer_table, "main-1-thread")),
