@@ -470,10 +470,10 @@ SECTION_NAMES = ("front-summary", "front-claim", *(f"front-{part}-{m}" for m in 
 
 def doc_sections(rows: list[dict]) -> dict[str, str]:
     """The generated parts of docs/results/fashion-mnist-front.md, by marker name."""
-    fids = sum(r["fid"] is not None for r in rows)
-    counts = {m: sum(r["model"] == m for r in rows) for m in MODELS}
     if not rows:   # the links below would lead nowhere before the first publish
         return {name: "Not measured yet.\n" if name == "front-summary" else "" for name in SECTION_NAMES}
+    fids = sum(r["fid"] is not None for r in rows)
+    counts = {m: sum(r["model"] == m for r in rows) for m in MODELS}
     summary = (f"{len(rows)} rows ({', '.join(f'{NAMES[m]} {n}' for m, n in counts.items())}; "
                f"seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}), {fids} with FID, in "
                f"[fashion-mnist-front.json](fashion-mnist-front.json); each row's `command` re-measures it from "
