@@ -23,11 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(or finetune.teacher in the config)")
     parser.add_argument("--config", required=True, help=f"YAML file or built-in preset ({', '.join(list_finetune_presets())})")
     parser.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, finetune.json, model/")
-    parser.add_argument("--max-steps", type=int, default=None, help="shorthand for train.max_steps=N")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                        help="shorthand for system.precision (default auto: bf16 autocast on a GPU that has it, "
-                             "fp32 on a CPU)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    from elit.cli.train import add_shorthand_flags
+    add_shorthand_flags(parser)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="override config keys, e.g. finetune.distill_weight=10 train.lr=1e-5 model.head_depth=2")
 
@@ -36,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from elit.train.finetune import load_finetune_config
     from elit.train.config import check_flags, flag_overrides
     check_flags(args.overrides, {"--teacher": ("finetune.teacher", args.teacher)})   # a path: not parsed as YAML
-    overrides = flag_overrides(args.overrides, {"--max-steps": ("train.max_steps", args.max_steps),
-                                                "--precision": ("system.precision", args.precision)},
+    from elit.cli.train import shorthand_overrides
+    overrides = flag_overrides(args.overrides, shorthand_overrides(args),
                                announce=lambda text: print(f"elit finetune: {text}", file=sys.stderr))
     cfg, ft = load_finetune_config(args.config, overrides, teacher=args.teacher)
     if args.print_config:
