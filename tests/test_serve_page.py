@@ -65,49 +65,43 @@ def browse(url, test):
 
 def test_page_slider_generate_compare_and_status(server, tmp_path):
     url, svc = server
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 760})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/")
-            page.wait_for_function("document.querySelectorAll('#class option').length === 10")
-            full_gflops = page.text_content("#gflops")
-            assert page.text_content("#budget-label") == f"budget {svc.budgets[-1]}"
-            page.focus("#budget")
-            page.keyboard.press("Home")                       # slide to the lowest budget
-            assert page.text_content("#budget-label") == f"budget {svc.budgets[0]}"
-            low_gflops = page.text_content("#gflops")
-            assert low_gflops != full_gflops and float(low_gflops.split()[0]) < float(full_gflops.split()[0])
-            info = svc.info()["budgets"][0]
-            assert float(low_gflops.split()[0]) == pytest.approx(info["gflops_per_image"]["none"], abs=1e-3)
-            assert "predicted" in page.text_content("#latency") and "ms" in page.text_content("#latency")
 
-            page.select_option("#class", "3")
-            page.fill("#seed", "5")
-            page.click("#generate")
-            page.wait_for_function("document.querySelector('#image').complete && "
-                                   "document.querySelector('#image').naturalWidth > 0 && !document.querySelector('#image').hidden")
-            meta = page.text_content("#meta")
-            assert f"budget {svc.budgets[0]}," in meta and "GFLOPs/image" in meta
-            assert page.text_content("#error") == ""
+    def check(page):
+        page.wait_for_function("document.querySelectorAll('#class option').length === 10")
+        full_gflops = page.text_content("#gflops")
+        assert page.text_content("#budget-label") == f"budget {svc.budgets[-1]}"
+        page.focus("#budget")
+        page.keyboard.press("Home")                       # slide to the lowest budget
+        assert page.text_content("#budget-label") == f"budget {svc.budgets[0]}"
+        low_gflops = page.text_content("#gflops")
+        assert low_gflops != full_gflops and float(low_gflops.split()[0]) < float(full_gflops.split()[0])
+        info = svc.info()["budgets"][0]
+        assert float(low_gflops.split()[0]) == pytest.approx(info["gflops_per_image"]["none"], abs=1e-3)
+        assert "predicted" in page.text_content("#latency") and "ms" in page.text_content("#latency")
 
-            page.click("#compare")
-            page.wait_for_function(f"document.querySelectorAll('#compare-row img').length === {len(svc.budgets)} && "
-                                   "[...document.querySelectorAll('#compare-row img')].every(i => i.complete && i.naturalWidth > 0)")
-            captions = page.locator("#compare-row figcaption").all_text_contents()
-            assert [c.split(":")[0] for c in captions] == [f"budget {b}" for b in svc.budgets]
+        page.select_option("#class", "3")
+        page.fill("#seed", "5")
+        page.click("#generate")
+        page.wait_for_function("document.querySelector('#image').complete && "
+                               "document.querySelector('#image').naturalWidth > 0 && !document.querySelector('#image').hidden")
+        meta = page.text_content("#meta")
+        assert f"budget {svc.budgets[0]}," in meta and "GFLOPs/image" in meta
+        assert page.text_content("#error") == ""
 
-            # the live status (polled every second) catches up with the 1 + len(budgets) batches run
-            page.wait_for_function(f"document.querySelectorAll('#recent div').length === {1 + len(svc.budgets)}")
-            assert f"{1 + len(svc.budgets)} images served" in page.text_content("#status")
-            shot = os.environ.get("ELIT_PAGE_SCREENSHOT") or str(tmp_path / "page.png")
-            page.screenshot(path=shot, full_page=True)
-            assert os.path.getsize(shot) > 10_000
-            assert not errors
-        finally:
-            browser.close()
+        page.click("#compare")
+        page.wait_for_function(f"document.querySelectorAll('#compare-row img').length === {len(svc.budgets)} && "
+                               "[...document.querySelectorAll('#compare-row img')].every(i => i.complete && i.naturalWidth > 0)")
+        captions = page.locator("#compare-row figcaption").all_text_contents()
+        assert [c.split(":")[0] for c in captions] == [f"budget {b}" for b in svc.budgets]
+
+        # the live status (polled every second) catches up with the 1 + len(budgets) batches run
+        page.wait_for_function(f"document.querySelectorAll('#recent div').length === {1 + len(svc.budgets)}")
+        assert f"{1 + len(svc.budgets)} images served" in page.text_content("#status")
+        shot = os.environ.get("ELIT_PAGE_SCREENSHOT") or str(tmp_path / "page.png")
+        page.screenshot(path=shot, full_page=True)
+        assert os.path.getsize(shot) > 10_000
+
+    browse(url, check)
 
 
 def test_a_text_models_page_has_a_prompt_box_beside_the_budget_slider(text_server):
