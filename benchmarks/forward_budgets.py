@@ -3,6 +3,7 @@
     python benchmarks/forward_budgets.py                                  # S/2, B/2, XL/2 at batch 4 and 8
     python benchmarks/forward_budgets.py --models ELIT-DiT-B/2 --batches 8 --repeats 5
     python benchmarks/forward_budgets.py --compile                        # with elit.compile_blocks
+    python benchmarks/forward_budgets.py --precision bf16                 # under bf16 autocast
     python benchmarks/forward_budgets.py --json docs/performance.json --key forward-budgets   # and the doc's table
 
 For each model and batch it prints, per budget, the median wall time of a no-grad forward, its ratio
@@ -32,6 +33,7 @@ TARGET = 1.10
 def measure(name: str, batch: int, args) -> list[tuple]:
     torch.manual_seed(0)
     model = elit.create_model(name, input_size=args.input_size).eval()
+    model.compute_precision = args.precision      # bf16: every pass under bf16 autocast, as --precision bf16 runs it
     if args.compile:
         elit.compile_blocks(model)     # compiled during the warm-up below, one set of graphs for all budgets
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else \
@@ -64,7 +66,8 @@ def measure(name: str, batch: int, args) -> list[tuple]:
 def doc_entry(results: list[tuple[str, int, list[tuple]]], args, source: dict) -> dict:
     """The docs JSON entry (scripts/docs_tables.py `forward_budgets` reads it) of (model, batch, rows) results."""
     keys = ("budget", "gflops", "flop_ratio", "seconds", "time_ratio", "time_per_flop")
-    return {"source": source, "compile": args.compile, "input_size": args.input_size, "repeats": args.repeats,
+    return {"source": source, "compile": args.compile, "precision": args.precision, "input_size": args.input_size,
+            "repeats": args.repeats,
             "target": TARGET, "results": [{"model": name, "batch": batch, "rows": [dict(zip(keys, r)) for r in rows]}
                                           for name, batch, rows in results]}
 
@@ -77,6 +80,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--budgets", default=None, help="comma-separated; default 1,2,4,8,16")
     ap.add_argument("--compile", action="store_true", help="time with elit.compile_blocks (inductor)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                    help="the model's compute precision (bf16: autocast; on a CPU without AVX512-BF16 / AMX it is "
+                         "emulated, so its seconds say little, but the ratios still show whether time follows FLOPs)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as a docs JSON entry "
                                                    "(what scripts/docs_tables.py renders)")
@@ -85,7 +91,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    print(f"{'compiled blocks' if args.compile else 'eager'}, {torch.get_num_threads()} threads, {os.cpu_count()} "
+    print(f"{'compiled blocks' if args.compile else 'eager'}, {args.precision}, {torch.get_num_threads()} threads, {os.cpu_count()} "
           f"cores, load average {load_before:.2f} before; median of {args.repeats}; FLOPs = 2 x MACs per image", flush=True)
     worst, results = [], []
     for name in args.models.split(","):

@@ -2,6 +2,7 @@
 
     python benchmarks/peer_codes.py --elit-checkout ~/src/elit --dit-checkout ~/src/DiT \
         [--model S|B] [--batch N] [--repeats N] [--threads N] [--only forward,train,sample]
+        [--precision fp32|bf16|default]                      # like for like, or each code's own default
         [--json docs/performance-peers.json --key NAME]     # the figures for the docs' tables
 
 Checkouts (nothing of them is copied into this repository; the script imports them from where
@@ -65,6 +66,7 @@ ELIT_FILES = {"forward": ("models/sit.py", "models/sit_elit.py", "elit_utils/tok
                             "elit_utils/masking_strategies.py", "loss.py", "dfm_utils/laplacian_decomposer.py")}
 DIT_FILES = {"train": ("models.py",)}
 SIZES = ("S", "B")
+PRECISIONS = ("fp32", "bf16", "default")
 
 
 class CheckoutError(Exception):
@@ -94,6 +96,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true",
                     help="our side with elit.compile_blocks (inductor), as a user who opts in would run it; "
                          "the reference stays eager (its code has no such path)")
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="fp32: both in fp32; bf16: both under bf16 autocast (ours: the model's compute "
+                         "precision, theirs: torch.autocast around their call); default: each code's own default "
+                         "(ours: what --precision auto picks for this model here; theirs: fp32, as their "
+                         "inference scripts and DiT's train.py run on a CPU). Default fp32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="PATH", help="also write the figures as a docs JSON entry (the form "
                     "scripts/docs_tables.py renders docs/performance-peers.md's tables from)")
@@ -104,6 +111,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad or not parts:
         ap.error(f"--only takes a comma-separated subset of {','.join(PARTS)}, got {args.only!r}")
     args.only = [p for p in PARTS if p in parts]
+    args.chosen = {}     # part -> {"ours": precision, "theirs": precision}, filled as the parts run
     for name in ("batch", "repeats", "threads", "input_size", "steps"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -165,7 +173,7 @@ def doc_entry(args, figures: dict, J: int | None, layout: str | None, source: di
              for part, rows in figures.items()}
     return {"source": source, "model": args.model, "batch": args.batch, "repeats": args.repeats,
             "threads": args.threads, "compile": args.compile, "steps": args.steps, "layout": layout, "J": J,
-            "parts": parts}
+            "precision": args.precision, "chosen": args.chosen, "parts": parts}
 
 
 def git_commit(root: pathlib.Path) -> str:
@@ -438,6 +446,35 @@ def max_diff(a, b) -> float:
     return (a.double() - b.double()).abs().max().item()
 
 
+# ----------------------------------------------------------------------------- precision
+def choose_precisions(args, ours, part: str) -> tuple[str, str]:
+    """(ours, theirs) for --precision in `part`; sets our model's compute precision and records the
+    pair in args.chosen (the docs entry keeps it, so a table says what each side ran)."""
+    from elit._precision import probe_speedup, resolve_precision
+    if args.precision == "default":
+        # `elit sample --precision auto` times this model at this batch; `elit train` does not probe
+        probe = None if part == "train" else (lambda: probe_speedup(ours, args.batch))
+        mine = resolve_precision("auto", "cpu", probe, announce=lambda text: print(f"  ours ({part}): {text}"))
+        theirs = "fp32"
+    else:
+        mine = theirs = args.precision
+    ours.compute_precision = mine
+    args.chosen[part] = {"ours": mine, "theirs": theirs}
+    return mine, theirs
+
+
+def under(precision: str, fn):
+    """`fn`, run under CPU bf16 autocast when `precision` is bf16: how their code runs in bf16."""
+    import torch
+    if precision != "bf16":
+        return fn
+
+    def run(*a, **k):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn(*a, **k)
+    return run
+
+
 # ----------------------------------------------------------------------------- parts
 def part_forward(args, ref_model, ours, J) -> str:
     import torch
@@ -449,17 +486,19 @@ def part_forward(args, ref_model, ours, J) -> str:
     y = torch.randint(0, 1000, (B,), generator=g)
     budgets = sorted({min(2 ** i, J) for i in range(J.bit_length() + 1)})
     rows = []
+    mine, theirs = choose_precisions(args, ours, "forward")
+    ref = under(theirs, ref_model)
     with torch.no_grad():
         for k in budgets:
             b = k / J
             assert authors_budget_to_ours(b, ours) == k, (b, k)
-            diff = max_diff(ref_model(x, t, y=y, inference_budget=b)[0], ours(x, t, y, budget=k))
-            med = interleaved({"ref": lambda: ref_model(x, t, y=y, inference_budget=b),
+            diff = max_diff(ref(x, t, y=y, inference_budget=b)[0], ours(x, t, y, budget=k))
+            med = interleaved({"ref": lambda: ref(x, t, y=y, inference_budget=b),
                                "ours": lambda: ours(x, t, y, budget=k)}, args.repeats)
             rows.append(dict(case=f"{k:>2}/{J} latents (b={b:g})", latents=k, **timing(med),
                              max_diff=diff))
     title = (f"[forward] no-grad forward, batch {B}, input {S}x{S}, median of {args.repeats}; "
-             f"their SiTELIT(..., inference_budget=k/J) vs our model(..., budget=k)")
+             f"their SiTELIT(..., inference_budget=k/J) in {theirs} vs our model(..., budget=k) in {mine}")
     return title, rows
 
 
@@ -474,6 +513,8 @@ def part_train(args, dit_mod) -> str:
     theirs = dit_mod.DiT(**kw)
     redraw(theirs, args.seed + 3)
     ours = maybe_compile(convert("dit", theirs.state_dict(), kw), args)
+    mine, their_precision = choose_precisions(args, ours, "train")
+    their_forward = under(their_precision, theirs)
     g = torch.Generator().manual_seed(args.seed + 4)
     B, S, C = args.batch, args.input_size, theirs.in_channels
     x = torch.randn(B, C, S, S, generator=g)
@@ -482,7 +523,7 @@ def part_train(args, dit_mod) -> str:
     target = torch.randn(B, C, S, S, generator=g)
     theirs.eval()
     with torch.no_grad():
-        diff = max_diff(theirs(x, steps.float(), y), ours(x, steps.float() / 1000, y))
+        diff = max_diff(their_forward(x, steps.float(), y), ours(x, steps.float() / 1000, y))
     n_theirs = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
     n_ours = sum(p.numel() for p in ours.parameters() if p.requires_grad)
     theirs.train()
@@ -491,17 +532,18 @@ def part_train(args, dit_mod) -> str:
     opt_t = torch.optim.AdamW([p for p in theirs.parameters() if p.requires_grad], lr=1e-4, weight_decay=0)
     opt_o = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-4, weight_decay=0)
 
-    def step(model, opt, t_in):
+    def step(forward, opt, t_in):
         opt.zero_grad(set_to_none=True)
-        out = model(x, t_in, y)
-        F.mse_loss(out[:, :C], target).backward()
+        out = forward(x, t_in, y)
+        F.mse_loss(out[:, :C].float(), target).backward()
         opt.step()
 
     t_ref, t_ours = steps.float(), steps.float() / 1000
-    med = interleaved({"ref": lambda: step(theirs, opt_t, t_ref), "ours": lambda: step(ours, opt_o, t_ours)},
+    med = interleaved({"ref": lambda: step(their_forward, opt_t, t_ref), "ours": lambda: step(ours, opt_o, t_ours)},
                       args.repeats)
     rows = [dict(case=f"{preset} train step", **timing(med), max_diff=diff)]
-    title = (f"[train] forward + MSE(eps channels) + backward + AdamW step, batch {B}, input {S}x{S}, median of "
+    title = (f"[train] forward + MSE(eps channels) + backward + AdamW step, batch {B}, input {S}x{S}, theirs in "
+             f"{their_precision}, ours in {mine}, median of "
              f"{args.repeats}; trainable parameters: theirs {n_theirs:,}, ours {n_ours:,}; max |diff| = eval "
              f"forward at equal weights before training")
     return title, rows
@@ -520,6 +562,8 @@ def part_sample(args, root, ref_model, ours, J) -> str:
     a = argparse.Namespace(num_steps=args.steps, heun=False, guidance_low=0.0, guidance_high=1.0,
                            path_type="linear", mode="ode")
     uncond_b = 1 / J
+    mine_p, theirs_p = choose_precisions(args, ours, "sample")
+    run_theirs = under(theirs_p, run_theirs)
 
     def theirs():
         return run_theirs(ref_model, z, y, a, args.cfg_scale, 1.0, uncond_b)
@@ -532,7 +576,7 @@ def part_sample(args, root, ref_model, ours, J) -> str:
     reps = args.repeats
     med = interleaved({"ref": theirs, "ours": mine}, reps, warmup=0)
     rows = [dict(case=f"Euler {args.steps} steps, CCFG", **timing(med), max_diff=diff)]
-    title = (f"[sample] batch {B}, input {S}x{S}, cond pass at {J}/{J} latents, uncond (null class) at 1/{J}, "
+    title = (f"[sample] theirs in {theirs_p}, ours in {mine_p}, batch {B}, input {S}x{S}, cond pass at {J}/{J} latents, uncond (null class) at 1/{J}, "
              f"s = w = {args.cfg_scale:g}, median of {reps}\n  theirs: {how}\n  ours: elit.sample(guidance='ccfg', "
              f"w={args.cfg_scale:g}, weak_budget=1)")
     return title, rows
@@ -543,6 +587,7 @@ def part_objective(args, root, ref_model, ours, J):
     the largest difference; a last row compares the time draws themselves."""
     import torch
     from elit.flow.objective import TimeSampler, flow_loss
+    ours.compute_precision = "fp32"     # a check of values at 1e-5, whatever --precision times
     stubbed = ""
     try:
         with reference_imports():
@@ -617,7 +662,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*sdp_kernel.*", category=FutureWarning)
     print(f"peer_codes: torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
           f"1-min load average {load_average()}, {os.cpu_count()} CPUs, model size {args.model}, batch {args.batch}"
-          + (", ours with elit.compile_blocks" if args.compile else ", both eager"))
+          + (", ours with elit.compile_blocks" if args.compile else ", both eager") + f", precision {args.precision}")
     for key, repo in (("elit", "snap-research/elit"), ("dit", "facebookresearch/DiT")):
         if key in roots:
             print(f"  {repo}: {roots[key]} (commit {git_commit(roots[key])})")

@@ -106,9 +106,9 @@ def duration(seconds: float) -> str:
 
 
 # ----------------------------------------------------------------------------- docs/performance.md
-def forward_budgets(data: dict) -> str:
+def forward_budgets(data: dict, key: str = "forward-budgets") -> str:
     """Time ratio / FLOP ratio per budget below the full one, bold where it misses the target."""
-    run = data["forward-budgets"]
+    run = data[key]
     budgets = sorted(r["budget"] for r in run["results"][0]["rows"])
     low = budgets[0]
     head = ["model, batch", *(f"J~ = {b}" if b == low else str(b) for b in budgets[:-1]),
@@ -165,16 +165,41 @@ def precision_sampling(data: dict) -> str:
     src = run["source"]
     by = {(r["model"], r["precision"]): r for r in run["rows"]}
     models = list(dict.fromkeys(r["model"] for r in run["rows"]))
-    head = ["model", "Euler steps", "samples", "FD-FMNIST fp32", "FD-FMNIST bf16", "bf16 - fp32"]
+    metrics = [(key, name) for key, name in (("fd_fmnist", "FD-FMNIST"), ("fid", "FID"))
+               if any(key in r for r in run["rows"])]
+    head = ["model", "Euler steps", "samples"]
+    for _, name in metrics:
+        head += [f"{name} fp32", f"{name} bf16", "bf16 - fp32"]
     rows = []
     for m in models:
         a, b = by[(m, "fp32")], by[(m, "bf16")]
-        rows.append([m, a["steps"], f"{a['num_samples']:,}", f"{a['fd_fmnist']:.3f}", f"{b['fd_fmnist']:.3f}",
-                     f"{b['fd_fmnist'] - a['fd_fmnist']:+.3f}"])
+        cells = [m, a["steps"], f"{a['num_samples']:,}"]
+        for key, _ in metrics:
+            cells += ([f"{a[key]:.3f}", f"{b[key]:.3f}", f"{b[key] - a[key]:+.3f}"] if key in a and key in b
+                      else ["not measured", "", ""])
+        rows.append(cells)
     note = (f"\nThe same seeds (0..{run['rows'][0]['num_samples'] - 1}, label = seed % 10), full budget, unguided; "
             f"{src['threads']} thread(s), load average {src['load_average'][0]}-{src['load_average'][1]}; "
             f"CPU bf16: {src['cpu_bf16']}; {src['date'][:10]}.\n")
     return table(head, rows) + note
+
+
+def precision_training(data: dict) -> str:
+    """benchmarks/precision_training.py's entry: the loss of the two runs at a few logged steps, then
+    the mean relative difference and the seconds per step of each."""
+    run = data["precision-training"]
+    curve = run["curve"]
+    shown = sorted({curve[min(len(curve) - 1, round(i * (len(curve) - 1) / 4))]["step"] for i in range(5)})
+    by_step = {c["step"]: c for c in curve}
+    rows = [[s, f"{by_step[s]['fp32']:.4f}", f"{by_step[s]['bf16']:.4f}",
+             f"{(by_step[s]['bf16'] - by_step[s]['fp32']) / by_step[s]['fp32']:+.2%}"] for s in shown]
+    sec = run["seconds_per_step"]
+    note = (f"\n{run['config']}, seed {run['seed']}, batch {run['batch']}, {run['steps']:,} steps, each loss the mean of the "
+            f"{run['log_every']} steps before it. bf16 - fp32 over all {len(curve)} logged points: "
+            f"{run['mean_relative_difference']:+.2%} on average, {run['last_fifth_relative_difference']:+.2%} over the last "
+            f"fifth. Seconds per step on one thread: fp32 {sec['fp32']:.2f}, bf16 {sec['bf16']:.2f} "
+            f"({run['source'].get('cpu_bf16', 'CPU bf16 not recorded')}); {run['source']['date'][:10]}.\n")
+    return table(["step", "loss fp32", "loss bf16", "bf16 vs fp32"], rows) + note
 
 
 # ----------------------------------------------------------------------------- docs/performance-peers.md
@@ -222,6 +247,32 @@ def peers_by_budget(data: dict) -> str:
         ["reference (s)", *(f"{r['ref_s']:.4f}" for r in rows)], ["ours (s)", *(f"{r['ours_s']:.4f}" for r in rows)],
         ["ratio", *(ratio(r["ratio"]) for r in rows)], ["of mins", *(ratio(r["of_mins"]) for r in rows)],
         ["max abs diff", *(f"{r['max_diff']:.2e}" for r in rows)]])
+
+
+PEER_PRECISION_SIZES = ("S", "B")
+
+
+def both_ratios(r: dict) -> str:
+    """'1.02x (0.99x)': the ratio of the medians, then of the fastest repeats (steadier at 3 repeats)."""
+    return f"{ratio(r['ratio'])} ({ratio(r['of_mins'])})"
+
+
+def peers_precision(data: dict) -> str:
+    """Per size and row: each code at its own default (the precisions it ran named), then both in bf16;
+    from the entries precision-{S,B}-{default,bf16} of peer_codes.py --precision."""
+    head = ["part", "case", "defaults: theirs / ours", "reference (s)", "ours (s)", "ratio (of mins)",
+            "both bf16: reference (s)", "ours (s)", "ratio (of mins)"]
+    rows = []
+    for size in PEER_PRECISION_SIZES:
+        default, bf16 = data[f"precision-{size}-default"], data[f"precision-{size}-bf16"]
+        in_bf16 = {key: r for key, _, _, r in peer_rows(bf16)}
+        for key, part, case, r in peer_rows(default):
+            chosen = default["chosen"][key[0]]
+            b = in_bf16.get(key)
+            rows.append([part, case, f"{chosen['theirs']} / {chosen['ours']}", f"{r['ref_s']:.4f}", f"{r['ours_s']:.4f}",
+                         both_ratios(r), *((f"{b['ref_s']:.4f}", f"{b['ours_s']:.4f}", both_ratios(b))
+                                           if b else ("not run", "", ""))])
+    return table(head, rows)
 
 
 def peers_summary(data: dict) -> str:
@@ -461,13 +512,16 @@ DOCS = {
     "docs/sampling.md": [("sampling-flops", FLOPS, sampling_flops)],
     "docs/text-to-image.md": [("qwen-image-flops", FLOPS, qwen_flops), ("flux-flops", FLOPS, flux_flops),
                               ("wan-flops", FLOPS, wan_flops)],
-    "docs/performance.md": [("forward-budgets", PERF, forward_budgets), ("compile-cpu", PERF, compile_cpu),
+    "docs/performance.md": [("forward-budgets", PERF, forward_budgets),
+                            ("forward-budgets-bf16", PERF, functools.partial(forward_budgets, key="forward-budgets-bf16")),
+                            ("compile-cpu", PERF, compile_cpu),
                             ("precision", PERF, precision), ("precision-sampling", PERF, precision_sampling),
                             ("peers-summary", PEERS, peers_summary)],
     "docs/performance-peers.md": [("peers-final", PEERS, peers_final),
                                   ("peers-main", PEERS, functools.partial(peer_table, "main-1-thread")),
                                   ("peers-batch-1", PEERS, functools.partial(peer_table, "batch-1")),
-                                  ("peers-layout-2-8-2", PEERS, peers_by_budget)],
+                                  ("peers-layout-2-8-2", PEERS, peers_by_budget),
+                                  ("peers-precision", PEERS, peers_precision)],
     "docs/serving.md": [("load-test", SERVING, load_test), ("ray-capacity", SERVING, ray_capacity)],
     "docs/results/video.md": [("video-results", VIDEO, video_results)],
     "docs/training.md": [("objective-parity", "docs/training-parity.json", objective_parity)],

@@ -139,14 +139,16 @@ def test_write_entry_keeps_the_other_entries(dt, tmp_path):
 # ----------------------------------------------------------------------------- what the benchmarks write
 def test_forward_budgets_json_renders(dt):
     fb = load_script("benchmarks/forward_budgets.py")
-    args = argparse.Namespace(compile=False, input_size=32, repeats=5)
+    args = argparse.Namespace(compile=False, precision="fp32", input_size=32, repeats=5)
     # (budget, GFLOPs, FLOP ratio, seconds, time ratio, time/FLOP) as measure() returns them
     rows = [(1, 2.0, 0.4, 0.05, 0.5, 1.25), (2, 2.5, 0.5, 0.055, 0.55, 1.1), (4, 5.0, 1.0, 0.1, 1.0, 1.0)]
     entry = fb.doc_entry([("ELIT-DiT-S/2", 4, rows)], args, {"command": "x"})
     assert json.loads(json.dumps(entry)) == entry
-    assert dt.forward_budgets({"forward-budgets": entry}) == (
-        "| model, batch | J~ = 1 | 2 | FLOP ratio at J~ = 1 | time at J~ = 1 / full (s) |\n|---|---|---|---|---|\n"
-        "| ELIT-DiT-S/2, 4 | **1.25** | 1.10 | 0.400 | 0.050 / 0.100 |\n")
+    expected = ("| model, batch | J~ = 1 | 2 | FLOP ratio at J~ = 1 | time at J~ = 1 / full (s) |\n|---|---|---|---|---|\n"
+                "| ELIT-DiT-S/2, 4 | **1.25** | 1.10 | 0.400 | 0.050 / 0.100 |\n")
+    assert dt.forward_budgets({"forward-budgets": entry}) == expected
+    bf16 = fb.doc_entry([("ELIT-DiT-S/2", 4, rows)], argparse.Namespace(**dict(vars(args), precision="bf16")), {})
+    assert bf16["precision"] == "bf16" and dt.forward_budgets({"forward-budgets-bf16": bf16}, "forward-budgets-bf16") == expected
 
 
 def test_compile_cpu_json_renders(dt):
@@ -244,3 +246,43 @@ def test_link_check_finds_broken_files_and_anchors(tmp_path):
     assert broken_links(doc) == ["missing.md: no such file",
                                  "other.md#nowhere: no heading with that anchor in other.md",
                                  "#no-such-heading: no heading with that anchor in doc.md"]
+
+
+def test_readme_timing_notes_the_threads_each_step_printed():
+    rt = load_script("benchmarks/readme_timing.py")
+    out = ("elit train: using 2 CPU threads (automatic: 2 usable cores, 0.0 busy now); --threads N or ...\n"
+           "step 1500/1500\nusing 1 CPU thread (ELIT_THREADS)\n")
+    lines = rt.THREAD_LINE.findall(out)
+    assert len(lines) == 2
+    assert rt.thread_note({"thread_lines": lines[:1], "busy_cores_before": 0.04}) == \
+        "2 threads chosen automatically (busy cores before: 0.0)"
+    assert rt.thread_note({"thread_lines": lines, "busy_cores_before": 1.0}).startswith("1 and 2 threads")
+    assert rt.thread_note({"thread_lines": [], "busy_cores_before": 1.0}).startswith("the default threads")
+
+
+def test_precision_sampling_table_shows_each_metric_measured(dt):
+    source = {"threads": 1, "load_average": [1.0, 2.0], "cpu_bf16": "none (emulated)", "date": "2026-12-02T15:00"}
+
+    def row(precision, **metrics):
+        return {"model": "m", "precision": precision, "steps": 12, "num_samples": 2000, **metrics}
+    fd_only = {"source": source, "rows": [row("fp32", fd_fmnist=24.5), row("bf16", fd_fmnist=24.75)]}
+    lines = dt.precision_sampling({"precision-sampling": fd_only}).splitlines()
+    assert lines[0] == "| model | Euler steps | samples | FD-FMNIST fp32 | FD-FMNIST bf16 | bf16 - fp32 |"
+    assert lines[2] == "| m | 12 | 2,000 | 24.500 | 24.750 | +0.250 |"
+    both = {"source": source, "rows": [row("fp32", fd_fmnist=24.5, fid=30.0), row("bf16", fd_fmnist=24.75, fid=29.5)]}
+    assert dt.precision_sampling({"precision-sampling": both}).splitlines()[2] == \
+        "| m | 12 | 2,000 | 24.500 | 24.750 | +0.250 | 30.000 | 29.500 | -0.500 |"
+
+
+def test_precision_training_table_comes_from_the_compared_curves(dt):
+    pt = load_script("benchmarks/precision_training.py")
+    curve = [{"step": s, "fp32": 1.0 / s, "bf16": 1.01 / s} for s in range(10, 110, 10)]
+    entry = {"config": "c", "seed": 0, "batch": 48, "steps": 100, "log_every": 10, "curve": curve,
+             "mean_relative_difference": 0.01, "last_fifth_relative_difference": 0.01,
+             "seconds_per_step": {"fp32": 1.0, "bf16": 5.0},
+             "source": {"date": "2026-12-02T15:00", "cpu_bf16": "CPU bf16: none (emulated)"}}
+    lines = dt.precision_training({"precision-training": entry}).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:7]] == ["| 10", "| 30", "| 50", "| 80", "| 100"]
+    assert lines[2] == "| 10 | 0.1000 | 0.1010 | +1.00% |"
+    assert "fp32 1.00, bf16 5.00 (CPU bf16: none (emulated))" in lines[-1]
+    assert pt.PRECISIONS == ("fp32", "bf16")

@@ -122,3 +122,47 @@ def test_objective_table_passes_only_within_the_tolerance(pc):
     rows.append(dict(case="loss at 16/16 latents", theirs=4.0, ours=4.001, max_diff=1e-3, relative=2.5e-4))
     assert pc.objective_table(rows, "t").splitlines()[-1].startswith("objective parity: FAIL (largest relative "
                                                                        "difference 2.5e-04")
+
+
+def test_precision_choices_set_both_sides(pc, monkeypatch):
+    """--precision bf16 runs both in bf16; default runs each at its own default: theirs fp32, ours what
+    --precision auto takes for this model (here pretended: native bf16 and a pass 2x as fast)."""
+    import torch
+    import elit
+    from elit import _precision as P
+    ours = elit.create_model("ELIT-DiT-S/2", input_size=8).eval()
+    args = pc.parse_args(["--precision", "bf16"])
+    assert pc.choose_precisions(args, ours, "forward") == ("bf16", "bf16") and ours.compute_precision == "bf16"
+    args = pc.parse_args(["--precision", "default"])
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert pc.choose_precisions(args, ours, "forward") == ("fp32", "fp32") and ours.compute_precision == "fp32"
+    monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(P, "probe_speedup", lambda model, batch: 2.0)
+    assert pc.choose_precisions(args, ours, "sample") == ("bf16", "fp32")
+    assert pc.choose_precisions(args, ours, "train") == ("fp32", "fp32")     # auto trains in bf16 on GPUs only
+    assert args.chosen == {"forward": {"ours": "fp32", "theirs": "fp32"}, "sample": {"ours": "bf16", "theirs": "fp32"},
+                           "train": {"ours": "fp32", "theirs": "fp32"}}
+    assert pc.doc_entry(args, {}, 16, "8/2/2", {})["chosen"] == args.chosen
+    seen = []
+    pc.under("bf16", lambda: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))()
+    pc.under("fp32", lambda: seen.append((torch.is_autocast_enabled("cpu"),)))()
+    assert seen == [(True, torch.bfloat16), (False,)]
+
+
+def test_precision_table_pairs_the_default_and_bf16_runs(pc):
+    dt = load_script("scripts/docs_tables.py")
+
+    def entry(precision, ours, scale):
+        args = pc.parse_args(["--precision", precision])
+        args.chosen = {"forward": {"ours": ours, "theirs": "fp32" if precision == "default" else "bf16"}}
+        rows = [dict(case="c", latents=k, ref_s=0.2 * scale, ours_s=0.1 * scale, ref_min=0.2, ours_min=0.1,
+                     max_diff=1e-6) for k in (1, 16)]
+        return pc.doc_entry(args, {"forward": rows}, 16, "8/2/2", {})
+    data = {f"precision-{size}-{p}": entry(p, "fp32", 1 if p == "default" else 5)
+            for size in ("S", "B") for p in ("default", "bf16")}
+    lines = dt.peers_precision(data).splitlines()
+    assert len(lines) == 2 + 4
+    assert lines[2] == ("| forward, ELIT-SiT-S/2 (8/2/2) | 1/16 latents | fp32 / fp32 | 0.2000 | 0.1000 | 2.00x (2.00x) "
+                        "| 1.0000 | 0.5000 | 2.00x (2.00x) |")
+    del data["precision-B-bf16"]["parts"]["forward"][1]
+    assert dt.peers_precision(data).splitlines()[-1].endswith("| not run | | |")

@@ -2,6 +2,8 @@
 natively and, on a CPU, a timed pass of the model says it pays; never an emulated path by auto;
 `--precision` the same on every command, the choice printed once and recorded."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from PIL import Image
 from elit import _precision as P
 from elit.cli import main
 from elit.errors import UserError
+from conftest import REPO
 from test_sampling import one_thread, tiny_model  # noqa: F401  (fixture re-used)
 from test_sampling_cli import model_dir  # noqa: F401  (fixture re-used)
 
@@ -127,3 +130,24 @@ def test_elit_train_takes_precision_as_a_flag_and_refuses_it_twice(tmp_path, cap
     assert rc == 2 and "system.precision is set twice" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "r"), "--precision", "bf16", "--print-config"]) == 0
     assert "precision: bf16" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_training_curves_compare_one_run_in_both_precisions(tmp_path):
+    """benchmarks/precision_training.py --smoke: two real `elit train` runs that share the seed, data,
+    noise and budget draws; their losses differ by the bf16 arithmetic alone (close, not equal); a
+    rerun reuses the finished runs."""
+    command = [sys.executable, str(REPO / "benchmarks" / "precision_training.py"), "--out", str(tmp_path / "runs"),
+               "--smoke", "--json", str(tmp_path / "p.json"), "--plot", str(tmp_path / "p.png")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "system.precision=bf16" in done.stdout and "system.precision=fp32" in done.stdout
+    entry = json.loads((tmp_path / "p.json").read_text())["precision-training"]
+    assert [c["step"] for c in entry["curve"]] == [5, 10]
+    relative = [abs(c["bf16"] - c["fp32"]) / c["fp32"] for c in entry["curve"]]
+    assert 0 < max(relative) < 0.05, entry["curve"]
+    assert set(entry["seconds_per_step"]) == {"fp32", "bf16"} and entry["batch"] == 48
+    assert Image.open(tmp_path / "p.png").size[0] > 100
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "elit train" not in again.stdout
+    assert json.loads((tmp_path / "p.json").read_text())["precision-training"]["curve"] == entry["curve"]
