@@ -516,6 +516,7 @@ DOCS = {
                             ("forward-budgets-bf16", PERF, functools.partial(forward_budgets, key="forward-budgets-bf16")),
                             ("compile-cpu", PERF, compile_cpu),
                             ("precision", PERF, precision), ("precision-sampling", PERF, precision_sampling),
+                            ("precision-training", PERF, precision_training),
                             ("peers-summary", PEERS, peers_summary)],
     "docs/performance-peers.md": [("peers-final", PEERS, peers_final),
                                   ("peers-main", PEERS, functools.partial(peer_table, "main-1-thread")),
