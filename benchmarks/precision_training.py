@@ -21,14 +21,16 @@ import pathlib
 import subprocess
 import sys
 
+import yaml
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16")
 
 
 def train(out: pathlib.Path, precision: str, args) -> None:
     run = out / precision
-    if (run / "model" / "config.json").exists():       # finished: elit train would only say so
-        return
+    if (run / "log.jsonl").exists() and max(read_log(run), default=0) >= args.steps:
+        return       # trained this far already (a longer --steps resumes it from its last checkpoint)
     command = [sys.executable, "-m", "elit", "train", "--config", args.config, "--out", str(run),
                f"train.max_steps={args.steps}", f"train.seed={args.seed}", f"system.precision={precision}",
                "system.threads=1", f"log.log_every={args.log_every}", f"log.ckpt_every={max(args.log_every, args.steps // 4)}",
@@ -49,14 +51,13 @@ def read_log(run: pathlib.Path) -> dict[int, dict]:
 
 def compare(out: pathlib.Path, args) -> dict:
     logs = {p: read_log(out / p) for p in PRECISIONS}
-    steps = sorted(set(logs["fp32"]) & set(logs["bf16"]))
+    steps = sorted(s for s in set(logs["fp32"]) & set(logs["bf16"]) if s <= args.steps)
     if not steps:
         sys.exit(f"precision_training: no step logged by both runs in {out}; train them first")
     curve = [{"step": s, "fp32": logs["fp32"][s]["loss"], "bf16": logs["bf16"][s]["loss"]} for s in steps]
     relative = [(r["bf16"] - r["fp32"]) / r["fp32"] for r in curve]
     tail = relative[-max(1, len(relative) // 5):]
     speed = {p: sum(logs[p][s]["images_per_s"] for s in steps) / len(steps) for p in PRECISIONS}
-    import yaml
     batch = yaml.safe_load((out / "fp32" / "config.yaml").read_text())["train"]["global_batch_size"]
     return {"config": args.config, "steps": steps[-1], "seed": args.seed, "log_every": args.log_every,
             "curve": curve, "mean_relative_difference": sum(relative) / len(relative),
