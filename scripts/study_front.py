@@ -12,9 +12,13 @@ ELIT-MB with the same knobs plus the budget, per-step budget schedules and cheap
     python scripts/study_front.py --measure-row 'elit-mb-s0:euler-40:budget-4:none:cache-off' \\
         --models docs/results/fashion-mnist-front/models        # re-measure one published row (JSON last)
     python scripts/study_front.py --out /tmp/f --smoke                     # a minute: tiny, every stage
+    python scripts/study_front.py --out runs/front --save-progress          # before a session ends (see below)
 
 Every stage resumes: `elit train` continues from its last checkpoint; a row (or a FID) already in
 OUT/rows-*.json (OUT/fid-*.json) is not measured again; `--shard K/N` takes every N-th row still to do.
+A 2-core machine needs many sessions for the study, and a session's OUT does not outlive it:
+`--save-progress` keeps the rows and each unfinished training's newest checkpoint in the repository
+(PROGRESS) and publishes the finished models; every stage of the next session starts from them.
 FD-FMNIST is measured for every row (its samples are kept in OUT/samples/ as uint8), FID for the rows on
 some family's FD-FMNIST front, the best rows at the dominance levels, and enough others for 40.
 Costs are counted, not estimated: FlopCounterMode over one image's whole sampling run (guidance passes
@@ -42,6 +46,9 @@ NAMES = {"dit": "DiT", "elit-mb": "ELIT-MB", "dit-d3": "DiT, 3 blocks", "dit-d2"
 SEEDS = (0, 1)
 MAX_STEPS = 8000
 PUBLISHED_MODELS = "docs/results/fashion-mnist-front/models"   # the trained models, once published
+# What a session could not finish, kept in the repository for the next one (whose OUT is gone): each
+# unfinished training's newest checkpoint, and every row measured so far. See save_progress.
+PROGRESS = "docs/results/fashion-mnist-front/progress"
 NFES = (8, 12, 20, 40)                 # model evaluations of the ODE per image (Heun: 2 per step)
 SCALE = 0.5                            # guidance lambda (w = 1 + lambda) for CFG and cheap CFG
 CACHES = (0.1, 0.3)                    # TeaCache thresholds (elit.sampling.cache)
@@ -229,7 +236,8 @@ def load_json_files(out: pathlib.Path, pattern: str) -> list:
 
 
 def load_rows(out: pathlib.Path) -> list[dict]:
-    """Every measured row (all shards), one per id, with its FID when measured."""
+    """Every measured row (all shards and rows carried over from earlier sessions), one per id, with
+    its FID when measured."""
     rows = {r["id"]: r for r in load_json_files(out, "rows-*.json")}
     for f in load_json_files(out, "fid-*.json"):
         if f["id"] in rows:
@@ -561,6 +569,60 @@ def reuse_published(out: pathlib.Path, published: pathlib.Path, seeds) -> None:
                 print(f"[train] {label}-s{seed}: the published model in {src} is used, not retrained", flush=True)
 
 
+def save_progress(out: pathlib.Path, dest: pathlib.Path, models: pathlib.Path) -> None:
+    """Keep what the next session needs of OUT in `dest` (a folder in the repository): every row
+    measured so far, FID included (rows.json), and the newest checkpoint of each unfinished training
+    with its config and log; a finished training's model goes to `models` (published) instead. The
+    study takes many sessions of a 2-core machine, and a session's OUT does not outlive it."""
+    import shutil
+    from elit._io import atomic_write, write_json
+    from elit.train.checkpoint import list_checkpoints
+    rows = sorted(load_rows(out), key=lambda r: r["id"])
+    if rows:
+        write_json(dest / "rows.json", rows)
+    finished = set()
+    for run in sorted((out / "runs").glob("*-s*")):
+        label, seed = run.name.rsplit("-s", 1)
+        kept = dest / "runs" / run.name
+        if (run / "model" / "model.safetensors").is_file():
+            finished.add((label, int(seed)))
+            shutil.rmtree(kept, ignore_errors=True)
+            continue
+        found = list_checkpoints(run)
+        if not found or (kept / "checkpoints" / found[-1].name).is_file():
+            continue
+        (kept / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for src, target in [(run / "config.yaml", kept / "config.yaml"), (run / "log.jsonl", kept / "log.jsonl"),
+                            (found[-1], kept / "checkpoints" / found[-1].name)]:
+            with atomic_write(target) as f:
+                f.write(src.read_bytes())
+        for old in list_checkpoints(kept)[:-1]:      # only after the new one is complete
+            old.unlink()
+        print(f"[progress] {run.name}: {found[-1].name} kept in {kept}", flush=True)
+    publish_models(out, models, finished)
+    print(f"[progress] {len(rows)} rows kept in {dest / 'rows.json'}; finished models in {models}", flush=True)
+
+
+def restore_progress(out: pathlib.Path, src: pathlib.Path) -> None:
+    """What save_progress kept, back into OUT: the rows (as OUT/rows-carried.json), and each kept
+    checkpoint whose run has neither a model nor a newer checkpoint of its own (then `elit train`
+    resumes from it; its config and log come along, the log cut at the checkpoint by the resume)."""
+    from elit._io import atomic_write, write_json
+    from elit.train.checkpoint import list_checkpoints
+    if (src / "rows.json").is_file():
+        write_json(out / "rows-carried.json", json.loads((src / "rows.json").read_text()))
+    for kept in sorted((src / "runs").glob("*-s*")):
+        run, found = out / "runs" / kept.name, list_checkpoints(kept)
+        own = list_checkpoints(run)
+        if not found or (run / "model" / "model.safetensors").is_file() or (own and own[-1].name >= found[-1].name):
+            continue
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "log.jsonl", f"checkpoints/{found[-1].name}"):   # the checkpoint last
+            with atomic_write(run / name) as f:
+                f.write((kept / name).read_bytes())
+        print(f"[progress] {kept.name}: resumes from the kept {found[-1].name}", flush=True)
+
+
 def train(out: pathlib.Path, jobs: int, seeds, overrides: list[str]) -> None:
     """Train (or resume) every (model, seed) with the real CLI, `jobs` at a time, one thread each."""
     pending = [(f"{label}-s{seed}", [sys.executable, "-m", "elit", "train", "--config", config, "--out",
@@ -636,13 +698,32 @@ def fid_stage(out: pathlib.Path, args) -> None:
         return
     extractors = extractors_for(["inception"], args.device)
     refs = references(["inception"], args.ref_num, extractors)
+    models = {}
     for k, ident in enumerate(mine):
         path = out / "samples" / (ident.replace(":", "__") + ".npy")
         start = time.perf_counter()
-        images = np.load(path)
+        if path.is_file():
+            images = np.load(path)
+        else:   # measured in an earlier session (carried over by save_progress): the same seeds again
+            images = resample(out, ident, rows[ident]["num_samples"], args, models)
         value = fid_of(images, extractors, refs)
         append_row(out / f"fid-{args.shard}.json", {"id": ident, "fid": value, "num_samples": len(images)})
         print(f"[{k + 1}/{len(mine)}] {ident}: FID {value:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def resample(out: pathlib.Path, ident: str, num: int, args, models: dict):
+    """The images of a row whose samples file is gone, sampled again (seeds 0..num-1, as measured)."""
+    import numpy as np
+    import torch
+    from elit.sampling.solvers import iter_batches
+    from elit.viz import to_uint8
+    label, seed, s = parse_row_id(ident)
+    if (label, seed) not in models:
+        models.update(load_models(lambda m, k: out / "runs" / f"{m}-s{k}" / "model", {(label, seed)},
+                                  args.compile, args.device))
+    with torch.no_grad():
+        return np.concatenate([to_uint8(x) for _, _, x in iter_batches(models[(label, seed)][0], range(num),
+                                                                        batch_size=args.batch_size, **sample_options(s))])
 
 
 def measure_row(args) -> int:
@@ -681,6 +762,11 @@ def main() -> int:
     ap.add_argument("--measure-row", metavar="ID", help="re-measure one row (its `id`) and print it as JSON")
     ap.add_argument("--models", default=PUBLISHED_MODELS, help="with --measure-row")
     ap.add_argument("--with-fid", action="store_true", help="with --measure-row: FID too")
+    ap.add_argument("--progress", default=str(ROOT / PROGRESS), metavar="DIR",
+                    help="rows and unfinished trainings carried between sessions: read before any stage "
+                    "('' to ignore); --save-progress writes it")
+    ap.add_argument("--save-progress", action="store_true", help="keep OUT's rows and unfinished trainings in "
+                    "--progress, and publish finished models to --models (before a session ends)")
     ap.add_argument("--jobs", type=int, default=1, help="trainings side by side")
     ap.add_argument("--shard", default="0/1", metavar="K/N")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -699,11 +785,15 @@ def main() -> int:
     if args.smoke:
         if not args.out:
             raise SystemExit("--smoke needs --out")
+        if args.progress == str(ROOT / PROGRESS):    # the real study's rows are not the smoke's
+            args.progress = ""
         global MAX_STEPS, MIN_FID_ROWS, CACHES
         MAX_STEPS, MIN_FID_ROWS, CACHES = 4, 3, (0.3,)
         overrides = ["model.hidden_size=32", "model.num_heads=2", "train.warmup_steps=1", "train.global_batch_size=8"]
         args.nfes, args.num, args.batch_size, args.ref_num = (2,), 16, 16, 64
         args.train = args.measure = args.fid = args.report = True
+    if args.save_progress and not args.progress:
+        raise SystemExit("--save-progress needs --progress DIR (where the next session finds the rows and checkpoints)")
     if args.measure_row:
         return measure_row(args)
     if args.plan:
@@ -712,9 +802,12 @@ def main() -> int:
         raise SystemExit("give --out (the study folder)")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    progress = pathlib.Path(args.progress) if args.progress else None
+    if progress and (args.train or args.measure or args.fid or args.report):
+        restore_progress(out, progress)
+    if (args.train or args.measure or args.fid) and not args.smoke:
+        reuse_published(out, ROOT / PUBLISHED_MODELS, args.seeds)   # a published model is trained: measure it
     if args.train:
-        if not args.smoke:
-            reuse_published(out, ROOT / PUBLISHED_MODELS, args.seeds)
         train(out, args.jobs, args.seeds, overrides)
     if args.measure:
         measure_stage(out, args)
@@ -722,6 +815,8 @@ def main() -> int:
         fid_stage(out, args)
     if args.report or args.publish:
         report(out, args.publish)
+    if args.save_progress:
+        save_progress(out, progress, pathlib.Path(args.models))
     return 0
 
 

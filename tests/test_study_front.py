@@ -150,3 +150,52 @@ def test_a_published_model_is_reused_not_retrained(tmp_path, capsys):
     (model / "model.safetensors").write_bytes(b"trained here")                 # a run's own result is kept
     front.reuse_published(out, tmp_path / "models", seeds=(0,))
     assert (model / "model.safetensors").read_bytes() == b"trained here"
+
+
+def test_a_session_keeps_its_rows_and_unfinished_trainings_for_the_next(tmp_path, capsys):
+    """save_progress keeps the rows, the newest checkpoint of an unfinished run (with its config and
+    log) and publishes a finished model; restore_progress puts them back into a new session's OUT,
+    where the rows count as measured and `elit train` finds the checkpoint to resume."""
+    out, kept, models = tmp_path / "s1", tmp_path / "progress", tmp_path / "models"
+    run = out / "runs" / "elit-mb-s0"
+    (run / "checkpoints").mkdir(parents=True)
+    for step in (1000, 2000):
+        (run / "checkpoints" / f"step-{step:07d}.pt").write_bytes(b"state at %d" % step)
+    (run / "config.yaml").write_text("model: {}\n")
+    (run / "log.jsonl").write_text('{"step": 2000}\n')
+    done = out / "runs" / "dit-d2-s1" / "model"
+    done.mkdir(parents=True)
+    (done / "config.json").write_text("{}")
+    (done / "model.safetensors").write_bytes(b"weights")
+    measured = row("dit-d2", 0.5, 40.0, nfe=8)
+    (out / "rows-0.json").write_text(json.dumps([measured]))
+    front.save_progress(out, kept, models)
+    assert [p.name for p in (kept / "runs" / "elit-mb-s0" / "checkpoints").iterdir()] == ["step-0002000.pt"]
+    assert (models / "dit-d2-s1" / "model.safetensors").read_bytes() == b"weights"
+    assert not (kept / "runs" / "dit-d2-s1").exists()
+    # the next session: a fresh OUT
+    new = tmp_path / "s2"
+    front.restore_progress(new, kept)
+    assert [r["id"] for r in front.load_rows(new)] == [measured["id"]]
+    resumed = new / "runs" / "elit-mb-s0"
+    assert (resumed / "checkpoints" / "step-0002000.pt").read_bytes() == b"state at 2000"
+    assert (resumed / "log.jsonl").read_text() == '{"step": 2000}\n' and (resumed / "config.yaml").is_file()
+    assert "elit-mb-s0: resumes from the kept step-0002000.pt" in capsys.readouterr().out
+    # it trained on: the newer checkpoint replaces the kept one; a run's own newer state is never overwritten
+    (resumed / "checkpoints" / "step-0003000.pt").write_bytes(b"state at 3000")
+    front.restore_progress(new, kept)
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["step-0002000.pt", "step-0003000.pt"]
+    front.save_progress(new, kept, models)
+    assert [p.name for p in (kept / "runs" / "elit-mb-s0" / "checkpoints").iterdir()] == ["step-0003000.pt"]
+    # once it finished, its checkpoint is no longer kept: the published model is the result
+    (resumed / "model").mkdir()
+    (resumed / "model" / "config.json").write_text("{}")
+    (resumed / "model" / "model.safetensors").write_bytes(b"final")
+    front.save_progress(new, kept, models)
+    assert not (kept / "runs" / "elit-mb-s0").exists() and (models / "elit-mb-s0" / "model.safetensors").is_file()
+
+
+def test_save_progress_needs_a_folder():
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "study_front.py"), "--out", "x", "--save-progress",
+                             "--progress", ""], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and "--save-progress needs --progress DIR" in result.stderr
