@@ -711,19 +711,24 @@ def fid_stage(out: pathlib.Path, args) -> None:
         print(f"[{k + 1}/{len(mine)}] {ident}: FID {value:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def resample(out: pathlib.Path, ident: str, num: int, args, models: dict):
-    """The images of a row whose samples file is gone, sampled again (seeds 0..num-1, as measured)."""
+def sample_images(model, s: dict, num: int, batch_size: int):
+    """uint8 images of seeds 0..num-1 at setting `s`, as a row measures them."""
     import numpy as np
     import torch
     from elit.sampling.solvers import iter_batches
     from elit.viz import to_uint8
+    with torch.no_grad():
+        return np.concatenate([to_uint8(x) for _, _, x in iter_batches(model, range(num), batch_size=batch_size,
+                                                                        **sample_options(s))])
+
+
+def resample(out: pathlib.Path, ident: str, num: int, args, models: dict):
+    """The images of a row whose samples file is gone, sampled again (seeds 0..num-1, as measured)."""
     label, seed, s = parse_row_id(ident)
     if (label, seed) not in models:
         models.update(load_models(lambda m, k: out / "runs" / f"{m}-s{k}" / "model", {(label, seed)},
                                   args.compile, args.device))
-    with torch.no_grad():
-        return np.concatenate([to_uint8(x) for _, _, x in iter_batches(models[(label, seed)][0], range(num),
-                                                                        batch_size=args.batch_size, **sample_options(s))])
+    return sample_images(models[(label, seed)][0], s, num, args.batch_size)
 
 
 def measure_row(args) -> int:
@@ -739,12 +744,7 @@ def measure_row(args) -> int:
     with torch.no_grad():
         row = measure(label, seed, s, model, plain, args.num, args.batch_size, extractors, refs, None, args.compile)
     if args.with_fid:
-        import numpy as np
-        from elit.sampling.solvers import iter_batches
-        from elit.viz import to_uint8
-        images = np.concatenate([to_uint8(x) for _, _, x in iter_batches(model, range(args.num), batch_size=args.batch_size,
-                                                                          **sample_options(s))])
-        row["fid"] = fid_of(images, extractors, refs)
+        row["fid"] = fid_of(sample_images(model, s, args.num, args.batch_size), extractors, refs)
     row.pop("seconds")
     print(json.dumps({k: row[k] for k in PUBLISHED_KEYS if k != "command"}))
     return 0
@@ -760,7 +760,8 @@ def main() -> int:
     ap.add_argument("--publish", metavar="DIR", help="with --report: copy into DIR (docs/results) and fill the doc")
     ap.add_argument("--plan", action="store_true", help="print seed 0's rows and their counted GFLOPs; no sampling")
     ap.add_argument("--measure-row", metavar="ID", help="re-measure one row (its `id`) and print it as JSON")
-    ap.add_argument("--models", default=PUBLISHED_MODELS, help="with --measure-row")
+    ap.add_argument("--models", default=PUBLISHED_MODELS, help="with --measure-row: the models to load; with "
+                    "--save-progress: where finished models are published")
     ap.add_argument("--with-fid", action="store_true", help="with --measure-row: FID too")
     ap.add_argument("--progress", default=str(ROOT / PROGRESS), metavar="DIR",
                     help="rows and unfinished trainings carried between sessions: read before any stage "
