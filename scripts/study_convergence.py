@@ -210,7 +210,7 @@ def doc_table(published: list[dict]) -> str:
 def report(out: pathlib.Path, rows: list[dict], missing: int, publish: str | None) -> None:
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
     from study_fmnist import training_gflops_per_step
-    from elit._io import atomic_write
+    from elit._io import atomic_write, copy_file
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     published = results(rows)
@@ -241,9 +241,7 @@ def report(out: pathlib.Path, rows: list[dict], missing: int, publish: str | Non
         copies = {dest / "fashion-mnist-convergence.json": rep / "fashion-mnist-convergence.json",
                   **{dest / "fashion-mnist-convergence" / p.name: p for p in rep.glob("convergence-*.png")}}
         for dst, src in copies.items():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(dst) as f:
-                f.write(src.read_bytes())
+            copy_file(src, dst)
         with atomic_write(dest / "fashion-mnist-convergence" / "rows.json") as f:   # every shard's rows, merged
             f.write((json.dumps(rows, indent=1) + "\n").encode())
         if text is not None:   # the doc's table from the same rows (its prose is written by hand)

@@ -542,30 +542,26 @@ def report(out: pathlib.Path, publish: str | None) -> list[dict]:
 
 def publish_models(out: pathlib.Path, dest: pathlib.Path, runs) -> None:
     """The trained EMA models the rows used (config.json + model.safetensors, 0.7-2.2 MB each)."""
-    from elit._io import atomic_write
+    from elit._io import copy_file
     for label, seed in sorted(runs):
         src = out / "runs" / f"{label}-s{seed}" / "model"
         for name in ("config.json", "model.safetensors"):
             target = dest / f"{label}-s{seed}" / name
             if (src / name).is_file() and not (target.is_file() and target.read_bytes() == (src / name).read_bytes()):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_write(target) as f:
-                    f.write((src / name).read_bytes())
+                copy_file(src / name, target)
 
 
 # ---------------------------------------------------------------------- stages
 def reuse_published(out: pathlib.Path, published: pathlib.Path, seeds) -> None:
     """A model already published (trained in an earlier session, whose run folder is gone) is the
     run's result: copied into OUT/runs/<run>/model, it is not trained again."""
-    from elit._io import atomic_write
+    from elit._io import copy_file
     for seed in seeds:
         for label in MODELS:
             src, dest = published / f"{label}-s{seed}", out / "runs" / f"{label}-s{seed}" / "model"
             if (src / "model.safetensors").is_file() and not (dest / "model.safetensors").is_file():
-                dest.mkdir(parents=True, exist_ok=True)
                 for name in ("config.json", "model.safetensors"):   # the weights last: their presence means done
-                    with atomic_write(dest / name) as f:
-                        f.write((src / name).read_bytes())
+                    copy_file(src / name, dest / name)
                 print(f"[train] {label}-s{seed}: the published model in {src} is used, not retrained", flush=True)
 
 
@@ -575,7 +571,7 @@ def save_progress(out: pathlib.Path, dest: pathlib.Path, models: pathlib.Path) -
     with its config and log; a finished training's model goes to `models` (published) instead. The
     study takes many sessions of a 2-core machine, and a session's OUT does not outlive it."""
     import shutil
-    from elit._io import atomic_write, write_json
+    from elit._io import copy_file, write_json
     from elit.train.checkpoint import list_checkpoints
     rows = sorted(load_rows(out), key=lambda r: r["id"])
     if rows:
@@ -591,11 +587,8 @@ def save_progress(out: pathlib.Path, dest: pathlib.Path, models: pathlib.Path) -
         found = list_checkpoints(run)
         if not found or (kept / "checkpoints" / found[-1].name).is_file():
             continue
-        (kept / "checkpoints").mkdir(parents=True, exist_ok=True)
-        for src, target in [(run / "config.yaml", kept / "config.yaml"), (run / "log.jsonl", kept / "log.jsonl"),
-                            (found[-1], kept / "checkpoints" / found[-1].name)]:
-            with atomic_write(target) as f:
-                f.write(src.read_bytes())
+        for name in ("config.yaml", "log.jsonl", f"checkpoints/{found[-1].name}"):
+            copy_file(run / name, kept / name)
         for old in list_checkpoints(kept)[:-1]:      # only after the new one is complete
             old.unlink()
         print(f"[progress] {run.name}: {found[-1].name} kept in {kept}", flush=True)
@@ -607,19 +600,17 @@ def restore_progress(out: pathlib.Path, src: pathlib.Path) -> None:
     """What save_progress kept, back into OUT: the rows (as OUT/rows-carried.json), and each kept
     checkpoint whose run has neither a model nor a newer checkpoint of its own (then `elit train`
     resumes from it; its config and log come along, the log cut at the checkpoint by the resume)."""
-    from elit._io import atomic_write, write_json
+    from elit._io import copy_file
     from elit.train.checkpoint import list_checkpoints
     if (src / "rows.json").is_file():
-        write_json(out / "rows-carried.json", json.loads((src / "rows.json").read_text()))
+        copy_file(src / "rows.json", out / "rows-carried.json")
     for kept in sorted((src / "runs").glob("*-s*")):
         run, found = out / "runs" / kept.name, list_checkpoints(kept)
         own = list_checkpoints(run)
         if not found or (run / "model" / "model.safetensors").is_file() or (own and own[-1].name >= found[-1].name):
             continue
-        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
         for name in ("config.yaml", "log.jsonl", f"checkpoints/{found[-1].name}"):   # the checkpoint last
-            with atomic_write(run / name) as f:
-                f.write((kept / name).read_bytes())
+            copy_file(kept / name, run / name)
         print(f"[progress] {kept.name}: resumes from the kept {found[-1].name}", flush=True)
 
 
@@ -804,7 +795,7 @@ def main() -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     progress = pathlib.Path(args.progress) if args.progress else None
-    if progress and (args.train or args.measure or args.fid or args.report):
+    if progress:    # before any stage, --save-progress too: saving must not drop rows kept earlier
         restore_progress(out, progress)
     if (args.train or args.measure or args.fid) and not args.smoke:
         reuse_published(out, ROOT / PUBLISHED_MODELS, args.seeds)   # a published model is trained: measure it

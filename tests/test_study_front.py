@@ -207,3 +207,16 @@ def test_save_progress_needs_a_folder():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "study_front.py"), "--out", "x", "--save-progress",
                              "--progress", ""], cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0 and "--save-progress needs --progress DIR" in result.stderr
+
+
+def test_save_progress_alone_keeps_the_rows_an_earlier_session_kept(tmp_path):
+    """--save-progress from a new OUT restores first, so the kept rows are never replaced by fewer."""
+    kept = tmp_path / "progress"
+    kept.mkdir()
+    (kept / "rows.json").write_text(json.dumps([row("dit-d2", 0.5, 40.0, nfe=8)]))
+    (tmp_path / "new").mkdir()     # measured here with --progress '' (say): one row of its own
+    (tmp_path / "new" / "rows-0.json").write_text(json.dumps([row("dit-d3", 0.7, 30.0, nfe=8)]))
+    subprocess.run([sys.executable, str(REPO / "scripts" / "study_front.py"), "--out", str(tmp_path / "new"),
+                    "--progress", str(kept), "--models", str(tmp_path / "models"), "--save-progress"],
+                   cwd=REPO, check=True, capture_output=True)
+    assert sorted(r["model"] for r in json.loads((kept / "rows.json").read_text())) == ["dit-d2", "dit-d3"]

@@ -61,6 +61,13 @@ def write_text(path, text: str) -> pathlib.Path:
     return pathlib.Path(path)
 
 
+def copy_file(src, path) -> pathlib.Path:
+    """Copy src to path atomically (path's folder is made when missing)."""
+    with atomic_write(path) as f:
+        f.write(pathlib.Path(src).read_bytes())
+    return pathlib.Path(path)
+
+
 def write_json(path, obj, indent: int = 1) -> pathlib.Path:
     return write_text(path, json.dumps(obj, indent=indent, default=str) + "\n")
 
