@@ -396,6 +396,7 @@ METRIC_NAMES = {"fd_fmnist": "FD-FMNIST", "fid": "FID"}
 def plan_table(rows: list[dict], seed: int = 0) -> str:
     """What `elit plan` picks for ELIT-MB at the dominance levels, reading the front JSON (the same
     functions the command calls), per metric."""
+    from elit.errors import UserError
     from elit.sampling.planner import choose, describe, front_table
     lines = ["| GFLOPs/img <= | " + " | ".join(f"{METRIC_NAMES[m]}: setting (value)" for m in METRICS) + " |",
              "|---|" + "---|" * len(METRICS)]
@@ -406,8 +407,8 @@ def plan_table(rows: list[dict], seed: int = 0) -> str:
                 table = front_table(rows, "elit-mb", seed, metric)
                 best = choose(table, target_gflops=level)
                 cells.append(f"{describe(best)} ({best['value']:.2f}, {best['gflops_per_image']:.2f} GF)")
-            except Exception as e:       # noqa: BLE001  (a level below every row: the planner's own message)
-                cells.append("- (" + str(e).split(":")[0] + ")")
+            except UserError as e:       # a level below every row, a metric not measured: the planner's words
+                cells.append("- (" + str(e).split(";")[0] + ")")     # its first clause, brackets closed
         lines.append(f"| {level:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

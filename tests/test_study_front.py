@@ -91,6 +91,18 @@ def test_elit_plan_reads_a_study_table_directly(tmp_path, capsys):
     assert "no fid rows for model 'elit-mb' seed 3" in capsys.readouterr().err
 
 
+def test_the_plan_table_says_why_a_level_has_no_choice():
+    """Below every measured row, or for a metric not measured yet, the cell carries the planner's
+    reason (whole: its brackets closed), not a bare dash."""
+    rows = [dict(row("elit-mb", g, fd, nfe=n, budget=b), steps=n) for g, fd, n, b in ((1.4, 27.0, 20, None),
+                                                                                       (4.47, 7.0, 8, 4))]
+    lines = {l.split(" |")[0]: l for l in front.plan_table(rows).splitlines()}
+    below, chosen = lines["| 0.5"], lines["| 6"]
+    assert "below the cheapest measured setting (1.4 GFLOPs: euler 20 steps" in below
+    assert all(cell.count("(") == cell.count(")") for cell in below.split(" | "))
+    assert "budget 4" in chosen and "(7.00, 4.47 GF)" in chosen and "(table has no 'fid' values)" in chosen
+
+
 @pytest.mark.slow
 def test_front_study_smoke_trains_measures_publishes_and_remeasures(tmp_path):
     out, docs = tmp_path / "s", tmp_path / "docs"
