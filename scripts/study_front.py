@@ -393,6 +393,51 @@ def claim_answer(rows: list[dict]) -> str:
 METRIC_NAMES = {"fd_fmnist": "FD-FMNIST", "fid": "FID"}
 
 
+def spans(levels: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in levels)
+
+
+def versus(rows: list[dict], metric: str, seeds=SEEDS) -> str:
+    """ELIT-MB against each alternative, level by level (the dominance table's columns, read as the
+    issue asks): where its best row beats the rival's best in every seed measured, where it loses in
+    every seed, where the seeds disagree, and where only one of them has a setting that cheap."""
+    out = []
+    for rival in (f for f in FAMILIES if f != "ELIT-MB"):
+        won, lost, split, rival_only, elit_only = [], [], [], [], []
+        for level in LEVELS:
+            gains, present = [], set()
+            for seed in seeds:
+                e = best_within(family_rows(rows, "ELIT-MB", seed), metric, level)
+                o = best_within(family_rows(rows, rival, seed), metric, level)
+                present |= {"e"} if e else set()
+                present |= {"o"} if o else set()
+                if e and o:     # > 0: ELIT-MB better; the share of the loser's value, as the dominance table
+                    gains.append((o[metric] - e[metric]) / max(o[metric], e[metric]))
+            if gains and all(g > 0 for g in gains):
+                won.append((level, min(gains), max(gains)))
+            elif gains and all(g < 0 for g in gains):
+                lost.append((level, min(-g for g in gains), max(-g for g in gains)))
+            elif gains:
+                split.append(level)
+            elif present == {"o"}:
+                rival_only.append(level)
+            elif present == {"e"}:
+                elit_only.append(level)
+        parts = []
+        for verb, found in (("better", won), ("worse", lost)):
+            if found:
+                low, high = min(f[1] for f in found), max(f[2] for f in found)
+                parts.append(f"{verb} at <= {spans([f[0] for f in found])} GF (by {low:.0%}-{high:.0%})")
+        if split:
+            parts.append(f"tied or the seeds disagree at <= {spans(split)} GF")
+        if rival_only:
+            parts.append(f"no ELIT-MB setting that cheap at <= {spans(rival_only)} GF (the rival has one)")
+        if elit_only:
+            parts.append(f"only ELIT-MB has a setting at <= {spans(elit_only)} GF")
+        out.append(f"- ELIT-MB vs **{rival}**: " + ("; ".join(parts) if parts else "not measured yet") + ".")
+    return "\n".join(out) + "\n"
+
+
 def plan_table(rows: list[dict], seed: int = 0) -> str:
     """What `elit plan` picks for ELIT-MB at the dominance levels, reading the front JSON (the same
     functions the command calls), per metric."""
@@ -473,7 +518,7 @@ def published(rows: list[dict]) -> list[dict]:
 
 
 SECTION_NAMES = ("front-summary", "front-claim", *(f"front-{part}-{m}" for m in METRICS
-                                                    for part in ("dominance", "budget-vs-steps")),
+                                                    for part in ("dominance", "budget-vs-steps", "versus")),
                  "front-plan", "front-fronts", "front-plots")
 
 
@@ -492,6 +537,7 @@ def doc_sections(rows: list[dict]) -> dict[str, str]:
     for metric in METRICS:
         sections[f"front-dominance-{metric}"] = dominance_table(rows, metric)
         sections[f"front-budget-vs-steps-{metric}"] = budget_vs_steps(rows, metric)[0]
+        sections[f"front-versus-{metric}"] = versus(rows, metric)
     sections["front-plan"] = plan_table(rows) + "\n```bash\n" + plan_command(LEVELS[3], "fd_fmnist") + "\n```\n"
     fronts = []
     for metric in METRICS:

@@ -40,8 +40,8 @@ def test_the_grid_covers_what_the_issue_asks():
 
 def row(model, gflops, fd, seed=0, **kw):
     s = front.setting(**kw)
-    return {"id": front.row_id(model, seed, s), "model": model, "seed": seed, **s, "gflops_per_image": gflops,
-            "fd_fmnist": fd, "fid": None}
+    return {"id": front.row_id(model, seed, s), "model": model, "seed": seed, **s,
+            "steps": front.sample_options(s)["steps"], "gflops_per_image": gflops, "fd_fmnist": fd, "fid": None}
 
 
 def test_fronts_levels_and_the_budget_versus_steps_answer():
@@ -69,10 +69,28 @@ def test_dominance_names_the_winner_and_its_margin():
     assert "| 0.5 |" in table and "s0: DiTs of 6/3/2 blocks |" in table
 
 
+def test_versus_says_where_elit_mb_wins_loses_and_cannot_go():
+    rows = [row("dit", 1.0, 30.0, nfe=8), row("dit", 4.0, 10.0, nfe=32), row("dit-d2", 0.5, 40.0, nfe=8),
+            row("elit-mb", 1.0, 24.0, nfe=8, budget=1), row("elit-mb", 3.0, 12.0, nfe=24)]
+    rows += [dict(r, seed=1, id=r["id"].replace("-s0:", "-s1:")) for r in rows]
+    rows += [row("dit", 6.0, 9.0, seed=1, nfe=48)]
+    lines = {l.split("**")[1]: l for l in front.versus(rows, "fd_fmnist").splitlines()}
+    # <= 1 and 1.5, 2: 24 against 30 (20% of 30); <= 3: 12 against 30 (60%); <= 4.5: 12 against 10 (17% of
+    # 12); <= 6 and 9: seed 0 still 12 / 10, seed 1 12 / 9: worse by 17%-25%
+    assert "better at <= 1, 1.5, 2, 3 GF (by 20%-60%)" in lines["DiT, fewer steps"]
+    assert "worse at <= 4.5, 6, 9 GF (by 17%-25%)" in lines["DiT, fewer steps"]
+    assert "no ELIT-MB setting that cheap at <= 0.75 GF" not in lines["DiT, fewer steps"]   # DiT has none either
+    assert "no ELIT-MB setting that cheap at <= 0.5, 0.75 GF" in lines["DiTs of 6/3/2 blocks"]
+    split = [row("dit", 1.0, 30.0, nfe=8), row("elit-mb", 1.0, 24.0, nfe=8, budget=1),
+             row("dit", 1.0, 20.0, seed=1, nfe=8), row("elit-mb", 1.0, 24.0, seed=1, nfe=8, budget=1)]
+    assert "tied or the seeds disagree at <= 1, 1.5, 2, 3, 4.5, 6, 9 GF" in front.versus(split, "fd_fmnist")
+    assert front.versus([], "fid").count("not measured yet") == len(front.FAMILIES) - 1
+
+
 def test_elit_plan_reads_a_study_table_directly(tmp_path, capsys):
-    rows = [dict(row("elit-mb", g, fd, nfe=n, budget=b), steps=n, fid=fid)
+    rows = [dict(row("elit-mb", g, fd, nfe=n, budget=b), fid=fid)
             for g, fd, fid, n, b in ((1.0, 30.0, 90.0, 8, None), (2.0, 15.0, None, 40, 4), (1.5, 18.0, 70.0, 40, 1))]
-    rows.append(dict(row("dit", 1.0, 5.0, nfe=8), steps=8))
+    rows.append(row("dit", 1.0, 5.0, nfe=8))
     table = tmp_path / "front.json"
     table.write_text(json.dumps(rows))
     model = tmp_path / "m"
@@ -94,8 +112,7 @@ def test_elit_plan_reads_a_study_table_directly(tmp_path, capsys):
 def test_the_plan_table_says_why_a_level_has_no_choice():
     """Below every measured row, or for a metric not measured yet, the cell carries the planner's
     reason (whole: its brackets closed), not a bare dash."""
-    rows = [dict(row("elit-mb", g, fd, nfe=n, budget=b), steps=n) for g, fd, n, b in ((1.4, 27.0, 20, None),
-                                                                                       (4.47, 7.0, 8, 4))]
+    rows = [row("elit-mb", g, fd, nfe=n, budget=b) for g, fd, n, b in ((1.4, 27.0, 20, None), (4.47, 7.0, 8, 4))]
     lines = {l.split(" |")[0]: l for l in front.plan_table(rows).splitlines()}
     below, chosen = lines["| 0.5"], lines["| 6"]
     assert "below the cheapest measured setting (1.4 GFLOPs: euler 20 steps" in below
