@@ -10,6 +10,15 @@ J~ = 4 for ELIT-MB).
     python scripts/study_convergence.py --out runs/convergence --report-only --publish docs/results
     python scripts/study_convergence.py --out /tmp/c --smoke                # a minute: tiny settings, same code
 
+The scale point (issue 26): `--width 128` trains DiT and ELIT-MB at that width (same depth, heads and
+recipe), seed 0, to 4,000 steps, and measures the last step alone, in the same protocol, beside the
+width-64 rows of that step; `--report-only --publish docs/results` writes fashion-mnist-scale.json and
+the convergence doc's scale section. Each training takes ~2 h on one core, so it carries its progress
+between sessions (--save-progress before a session ends; every later run restores it first):
+
+    python scripts/study_convergence.py --out runs/scale --width 128 --jobs 2
+    python scripts/study_convergence.py --out runs/scale --width 128 --save-progress
+
 Every part resumes: `elit train` continues from its last checkpoint, and a row already in
 OUT/rows-*.json is not measured again. `--measure-only --shard K/N` measures every N-th row still to
 do, from the K-th, into OUT/rows-K.json: run N of them side by side (one thread each by default).
@@ -32,22 +41,39 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import study_progress  # noqa: E402  (what a study carries between sessions)
+
 MODELS = {"dit": "study-fmnist-dit", "elit-mb": "study-fmnist-elit-mb"}   # label -> training config
 SEEDS = (0, 1)
 CHECKPOINTS = (1000, 2000, 4000, 8000)
 BUDGETS = {"dit": (None,), "elit-mb": (None, 4)}      # None: full budget
 METRICS = ("fid", "fd_fmnist")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCALE_STEPS = 4000                  # the scale point: trained this far, measured here only
+SCALE_PROGRESS = "docs/results/fashion-mnist-convergence/scale-progress"   # kept between sessions
+SCALE_MODELS = "docs/results/fashion-mnist-convergence/models"             # finished, published
+
+
+def study_models(width: int | None) -> dict:
+    """label -> training config: the two study models, or (the scale point) the same at `width`."""
+    return {f"{label}-w{width}": config for label, config in MODELS.items()} if width else dict(MODELS)
+
+
+def family(label: str) -> str:
+    """'elit-mb-w128-s0@4000' -> 'elit-mb': the model a run or checkpoint label is an instance of."""
+    return re.sub(r"-w\d+$", "", label.split("@")[0].rsplit("-s", 1)[0])
 
 
 def run_name(label: str, seed: int) -> str:
     return f"{label}-s{seed}"
 
 
-def train(out: pathlib.Path, args, overrides: list[str]) -> None:
+def train(out: pathlib.Path, args, overrides: list[str], models: dict, ckpt_every: int) -> None:
     """Train (or resume) every (model, seed) to the last checkpoint with the real CLI, `jobs` at a time."""
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     pending = []
-    for label, config in MODELS.items():
+    for label, config in models.items():
         for seed in args.seeds:
             run = out / "runs" / run_name(label, seed)
             if (run / "model" / "model.safetensors").is_file():
@@ -56,7 +82,7 @@ def train(out: pathlib.Path, args, overrides: list[str]) -> None:
             pending.append((run.name, [
                 sys.executable, "-m", "elit", "train", "--config", config, "--out", str(run),
                 f"train.max_steps={args.checkpoints[-1]}", f"train.seed={seed}",
-                f"log.ckpt_every={args.checkpoints[0]}", f"log.keep_last={args.checkpoints[-1] // args.checkpoints[0]}",
+                f"log.ckpt_every={ckpt_every}", f"log.keep_last={args.checkpoints[-1] // ckpt_every}",
                 f"system.device={args.device}", f"system.threads={threads}", "log.progress=false", *overrides]))
     running = {}
     while pending or running:
@@ -75,20 +101,24 @@ def train(out: pathlib.Path, args, overrides: list[str]) -> None:
                 raise SystemExit(f"[train] {name} failed (exit {proc.returncode}); rerun to resume it")
 
 
-def checkpoint_models(out: pathlib.Path, args) -> dict:
-    """label '<model>-s<seed>@<step>' -> the EMA model of that checkpoint, for every one that exists."""
+def checkpoint_models(out: pathlib.Path, args, labels) -> dict:
+    """label '<model>-s<seed>@<step>' -> the EMA model of that checkpoint, for every one that exists
+    (the last step's is the run's EMA model when its checkpoints are gone: published, carried over)."""
     import torch
 
+    from elit.hub import load_pretrained
     from elit.model import ELITModel
     from elit.train.checkpoint import checkpoint_path
     from elit.train.config import load_config
     models = {}
-    for label in MODELS:
+    for label in labels:
         for seed in args.seeds:
             run = out / "runs" / run_name(label, seed)
             for step in args.checkpoints:
                 path = checkpoint_path(run, step)
                 if not path.is_file():
+                    if step == args.checkpoints[-1] and study_progress.is_trained(run):
+                        models[f"{run.name}@{step}"] = load_pretrained(run / "model", device=args.device).eval()
                     continue
                 model = ELITModel(load_config(str(run / "config.yaml")).model)
                 model.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["ema"])
@@ -102,7 +132,7 @@ def plan(models: dict) -> list[tuple[str, dict]]:
     def step(label):
         return int(label.rsplit("@", 1)[1])
     rows = [(label, dict(latents_per_group=budget, guidance="none", scale=0.0, weak_budget=None))
-            for label in models for budget in BUDGETS[label.split("-s")[0]]]
+            for label in models for budget in BUDGETS[family(label)]]
     return sorted(rows, key=lambda r: (r[1]["latents_per_group"] is not None, -step(r[0]), r[0]))
 
 
@@ -250,6 +280,72 @@ def report(out: pathlib.Path, rows: list[dict], missing: int, publish: str | Non
         print(f"[publish] {dest}: {len(published)} rows (the prose of fashion-mnist-convergence.md is written by hand)")
 
 
+def scale_results(rows: list[dict]) -> list[dict]:
+    """The scale point's published rows: results() with the width apart from the model's name."""
+    out = []
+    for r in results(rows):
+        width = re.search(r"-w(\d+)$", r["model"])
+        out.append({**r, "model": family(r["model"]), "width": int(width.group(1))})
+    return out
+
+
+def scale_section(scale: list[dict], base: list[dict]) -> str:
+    """The convergence doc's scale section: the wider models beside the width-64 rows of the same
+    step and seed, and ELIT-MB's FID and FD-FMNIST as a ratio of DiT's at each width (> 1: worse)."""
+    if not scale:
+        return "Not measured yet.\n"
+    one = scale[0]
+    rows = [{**r, "width": 64} for r in base if r["step"] == one["step"] and r["seed"] == one["seed"]] + scale
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
+    lines = [f"Seed {one['seed']}, {one['step']:,} training steps, {one['num_samples']:,} samples of "
+             f"{one['steps']} Euler steps, unguided.", "",
+             "| width | model | budget | FID | FD-FMNIST |", "|---|---|---|---|---|"]
+    lines += [f"| {r['width']} | {r['model']} | {r['budget'] or 'full'} | {fmt(r['fid'])} | {fmt(r['fd_fmnist'])} |"
+              for r in sorted(rows, key=lambda r: (r["width"], r["model"], r["budget"] is not None, r["budget"] or 0))]
+    lines.append("")
+    ratios = {}
+    for width in sorted({r["width"] for r in rows}):
+        full = {r["model"]: r for r in rows if r["width"] == width and r["budget"] is None}
+        if "dit" in full and "elit-mb" in full:
+            ratios[width] = {m: full["elit-mb"][m] / full["dit"][m] for m in METRICS
+                             if full["dit"][m] is not None and full["elit-mb"][m] is not None}
+    for width, ratio in ratios.items():
+        lines.append(f"- Width {width}: ELIT-MB / DiT at full budget: " +
+                     ", ".join(f"{m} {v:.2f}x" for m, v in ratio.items()) + ".")
+    widths = sorted(w for w in ratios if "fid" in ratios[w])
+    if len(widths) > 1:
+        first, last = ratios[widths[0]]["fid"], ratios[widths[-1]]["fid"]
+        trend = "shrinks" if last < first else "grows" if last > first else "stays"
+        lines.append(f"- ELIT-MB's FID deficit {trend} with width: {first:.2f}x at width {widths[0]}, "
+                     f"{last:.2f}x at width {widths[-1]}.")
+    return "\n".join(lines) + "\n"
+
+
+def scale_report(out: pathlib.Path, rows: list[dict], missing: int, publish: str | None) -> None:
+    """OUT/report/fashion-mnist-scale.json and the section; --publish: the JSON into DIR and the
+    section into DIR/fashion-mnist-convergence.md (beside the width-64 rows of DIR's convergence JSON)."""
+    from elit._io import atomic_write
+    from docs_tables import fill_doc
+    published = scale_results(rows)
+    dest = pathlib.Path(publish) if publish else ROOT / "docs" / "results"
+    base_json = dest / "fashion-mnist-convergence.json"
+    base = json.loads(base_json.read_text()) if base_json.is_file() else []
+    section = scale_section(published, base)
+    rep = out / "report"
+    files = {rep / "fashion-mnist-scale.json": json.dumps(published, indent=1) + "\n", rep / "scale.md": section}
+    if publish:
+        doc = dest / "fashion-mnist-convergence.md"
+        if not doc.is_file():
+            raise SystemExit(f"[publish] {doc} does not exist: --publish takes the folder that holds it (docs/results)")
+        files[doc] = fill_doc(doc.read_text(), {"convergence-scale": section})    # fails before anything is written
+        files[dest / "fashion-mnist-scale.json"] = files[rep / "fashion-mnist-scale.json"]
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:
+            f.write(text.encode())
+    print(section + (f"Not measured yet: {missing} rows.\n" if missing else ""), end="")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -269,17 +365,51 @@ def main() -> int:
                     "sampling after ~1 min of compiling per model; outputs differ from eager by ~1e-6)")
     ap.add_argument("--threads", type=int, help="torch threads for measuring (default: cores / N)")
     ap.add_argument("--smoke", action="store_true", help="tiny models, 4 training steps, 16 samples: checks the pipeline")
+    ap.add_argument("--width", type=int, help=f"the scale point: both models at this width, seed 0, "
+                    f"{SCALE_STEPS:,} steps, measured at the last step")
+    ap.add_argument("--progress", metavar="DIR", help=f"with --width: rows and unfinished trainings carried between "
+                    f"sessions, restored before anything else ('' to ignore; default {SCALE_PROGRESS})")
+    ap.add_argument("--save-progress", action="store_true", help="with --width: keep OUT's rows and unfinished "
+                    "trainings in --progress and publish finished models to --models (before a session ends)")
+    ap.add_argument("--models", metavar="DIR", help=f"with --width: the published models, taken as trained "
+                    f"(default {SCALE_MODELS}; --smoke: OUT/published)")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     args.seeds, args.checkpoints = SEEDS, CHECKPOINTS
-    overrides, metrics = [], METRICS
+    overrides, metrics, ckpt_every = [], METRICS, CHECKPOINTS[0]
     if args.smoke:
         args.checkpoints = (2, 4)
         overrides = ["model.hidden_size=32", "model.depth=3", "model.num_heads=2", "log.sample_every=0",
                      "log.sample_steps=2", "train.warmup_steps=1"]
         args.num, args.steps, args.batch_size, metrics = 16, 2, 16, ("fd_fmnist",)
+        ckpt_every = 2
+    if args.width:
+        overrides.append(f"model.hidden_size={args.width}")   # after the smoke's width: this one wins
+        args.seeds, args.checkpoints = (0,), (args.checkpoints[-1] if args.smoke else SCALE_STEPS,)
+        ckpt_every = 2 if args.smoke else 1000
+        if args.progress is None:       # the smoke's progress is not the real study's
+            args.progress = str(out / "progress") if args.smoke else str(ROOT / SCALE_PROGRESS)
+        models_dir = pathlib.Path(args.models or (out / "published" if args.smoke else ROOT / SCALE_MODELS))
+        out.mkdir(parents=True, exist_ok=True)
+        progress = pathlib.Path(args.progress) if args.progress else None
+        if progress:
+            study_progress.restore_rows(progress, out)
+            study_progress.restore_runs(progress / "runs", out / "runs")
+        study_progress.reuse_published(out / "runs", models_dir, [run_name(m, 0) for m in study_models(args.width)])
+    elif args.progress or args.save_progress or args.models:
+        raise SystemExit("--progress, --save-progress and --models are for the scale point (--width): "
+                         "the convergence runs are done")
+    labels = study_models(args.width)
+    if args.save_progress:
+        if not args.progress:
+            raise SystemExit("--save-progress needs --progress DIR (where the next session finds the rows and checkpoints)")
+        from study_fmnist import load_rows
+        study_progress.keep_rows(load_rows(out), progress)
+        study_progress.keep_runs(out / "runs", progress / "runs", models_dir)
+        print(f"[progress] rows and unfinished trainings kept in {progress}; finished models in {models_dir}")
+        return 0
     if not (args.report_only or args.measure_only):
-        train(out, args, overrides)
+        train(out, args, overrides, labels, ckpt_every)
 
     import torch
     from elit.eval.sweep import row_key, run_sweep, setting_key
@@ -291,7 +421,7 @@ def main() -> int:
     if not 0 <= shard < shards:
         raise SystemExit(f"--shard {args.shard}: K must be in 0..N-1 (e.g. --shard 0/2 and --shard 1/2)")
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // shards))
-    models = checkpoint_models(out, args)
+    models = checkpoint_models(out, args, labels)
     pairs = plan(models)
     if args.compile and not args.report_only:
         from elit.model import compile_blocks
@@ -320,8 +450,11 @@ def main() -> int:
     rows = load_rows(out)
     done = {setting_key(label, s, args.steps, "euler") for label, s in pairs}
     rows = [r for r in rows if row_key(r) in done]
-    expected = sum(len(BUDGETS[label]) for label in MODELS) * len(args.seeds) * len(args.checkpoints)
-    report(out, rows, expected - len(rows), args.publish)
+    expected = sum(len(BUDGETS[family(label)]) for label in labels) * len(args.seeds) * len(args.checkpoints)
+    if args.width:
+        scale_report(out, rows, expected - len(rows), args.publish)
+    else:
+        report(out, rows, expected - len(rows), args.publish)
     return 0
 
 

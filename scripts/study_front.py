@@ -36,6 +36,8 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import study_progress  # noqa: E402  (a sibling script: what the study carries between sessions)
 # label -> (training config, overrides). The small DiTs keep DiT's width, heads and recipe and lose
 # blocks: one forward costs 0.1263 and 0.0843 GFLOPs against DiT's 0.2523 (counted, attention
 # included: 50% and 33%); a narrower DiT (width 40 / 32: 48% / 35%) would change the attention
@@ -555,7 +557,6 @@ def doc_sections(rows: list[dict]) -> dict[str, str]:
 
 def report(out: pathlib.Path, publish: str | None) -> list[dict]:
     from elit._io import atomic_write
-    sys.path.insert(0, str(ROOT / "scripts"))
     from docs_tables import fill_doc
     rows = published(load_rows(out))
     rep = out / "report"
@@ -589,76 +590,30 @@ def report(out: pathlib.Path, publish: str | None) -> list[dict]:
 
 def publish_models(out: pathlib.Path, dest: pathlib.Path, runs) -> None:
     """The trained EMA models the rows used (config.json + model.safetensors, 0.7-2.2 MB each)."""
-    from elit._io import copy_file
     for label, seed in sorted(runs):
-        src = out / "runs" / f"{label}-s{seed}" / "model"
-        for name in ("config.json", "model.safetensors"):
-            target = dest / f"{label}-s{seed}" / name
-            if (src / name).is_file() and not (target.is_file() and target.read_bytes() == (src / name).read_bytes()):
-                copy_file(src / name, target)
+        study_progress.publish_model(out / "runs" / f"{label}-s{seed}", dest / f"{label}-s{seed}")
 
 
 # ---------------------------------------------------------------------- stages
 def reuse_published(out: pathlib.Path, published: pathlib.Path, seeds) -> None:
-    """A model already published (trained in an earlier session, whose run folder is gone) is the
-    run's result: copied into OUT/runs/<run>/model, it is not trained again."""
-    from elit._io import copy_file
-    for seed in seeds:
-        for label in MODELS:
-            src, dest = published / f"{label}-s{seed}", out / "runs" / f"{label}-s{seed}" / "model"
-            if (src / "model.safetensors").is_file() and not (dest / "model.safetensors").is_file():
-                for name in ("config.json", "model.safetensors"):   # the weights last: their presence means done
-                    copy_file(src / name, dest / name)
-                print(f"[train] {label}-s{seed}: the published model in {src} is used, not retrained", flush=True)
+    """A published model (trained in an earlier session) is the run's result: not trained again."""
+    study_progress.reuse_published(out / "runs", published, [f"{label}-s{seed}" for seed in seeds for label in MODELS])
 
 
 def save_progress(out: pathlib.Path, dest: pathlib.Path, models: pathlib.Path) -> None:
     """Keep what the next session needs of OUT in `dest` (a folder in the repository): every row
-    measured so far, FID included (rows.json), and the newest checkpoint of each unfinished training
-    with its config and log; a finished training's model goes to `models` (published) instead. The
-    study takes many sessions of a 2-core machine, and a session's OUT does not outlive it."""
-    import shutil
-    from elit._io import copy_file, write_json
-    from elit.train.checkpoint import list_checkpoints
+    measured so far, FID included (rows.json), and the newest checkpoint of each unfinished training;
+    a finished training's model is published to `models` instead (see study_progress)."""
     rows = sorted(load_rows(out), key=lambda r: r["id"])
-    if rows:
-        write_json(dest / "rows.json", rows)
-    finished = set()
-    for run in sorted((out / "runs").glob("*-s*")):
-        label, seed = run.name.rsplit("-s", 1)
-        kept = dest / "runs" / run.name
-        if (run / "model" / "model.safetensors").is_file():
-            finished.add((label, int(seed)))
-            shutil.rmtree(kept, ignore_errors=True)
-            continue
-        found = list_checkpoints(run)
-        if not found or (kept / "checkpoints" / found[-1].name).is_file():
-            continue
-        for name in ("config.yaml", "log.jsonl", f"checkpoints/{found[-1].name}"):
-            copy_file(run / name, kept / name)
-        for old in list_checkpoints(kept)[:-1]:      # only after the new one is complete
-            old.unlink()
-        print(f"[progress] {run.name}: {found[-1].name} kept in {kept}", flush=True)
-    publish_models(out, models, finished)
+    study_progress.keep_rows(rows, dest)
+    study_progress.keep_runs(out / "runs", dest / "runs", models)
     print(f"[progress] {len(rows)} rows kept in {dest / 'rows.json'}; finished models in {models}", flush=True)
 
 
 def restore_progress(out: pathlib.Path, src: pathlib.Path) -> None:
-    """What save_progress kept, back into OUT: the rows (as OUT/rows-carried.json), and each kept
-    checkpoint whose run has neither a model nor a newer checkpoint of its own (then `elit train`
-    resumes from it; its config and log come along, the log cut at the checkpoint by the resume)."""
-    from elit._io import copy_file
-    from elit.train.checkpoint import list_checkpoints
-    if (src / "rows.json").is_file():
-        copy_file(src / "rows.json", out / "rows-carried.json")
-    for kept in sorted((src / "runs").glob("*-s*")):
-        run, found = out / "runs" / kept.name, list_checkpoints(kept)
-        own = list_checkpoints(run)
-        if not found or (run / "model" / "model.safetensors").is_file() or (own and own[-1].name >= found[-1].name):
-            continue
-        for name in ("config.yaml", "log.jsonl", f"checkpoints/{found[-1].name}"):   # the checkpoint last
-            copy_file(kept / name, run / name)
-        print(f"[progress] {kept.name}: resumes from the kept {found[-1].name}", flush=True)
+    """What save_progress kept, back into OUT: the rows count as measured, a kept checkpoint resumes."""
+    study_progress.restore_rows(src, out)
+    study_progress.restore_runs(src / "runs", out / "runs")
 
 
 def train(out: pathlib.Path, jobs: int, seeds, overrides: list[str]) -> None:

@@ -93,3 +93,60 @@ def test_convergence_doc_table_is_the_published_rows():
     table = text.split("<!-- convergence-table:start -->\n")[1].split("<!-- convergence-table:end -->")[0]
     assert table == conv.doc_table(rows)
     assert len(table.splitlines()) == len(rows) + 2     # header, separator, then a line per row
+
+
+def test_the_scale_point_sits_beside_the_width_64_rows_and_says_which_way_the_gap_goes():
+    conv = _driver()
+    row = {"latents_per_group": None, "num_samples": 2000, "steps": 40, "gflops_per_image": 1.0}
+    scale = conv.scale_results([{**row, "model": "dit-w128-s0@4000", "fid": 30.0, "fd_fmnist": 10.0},
+                                {**row, "model": "elit-mb-w128-s0@4000", "fid": 36.0, "fd_fmnist": 9.0},
+                                {**row, "model": "elit-mb-w128-s0@4000", "latents_per_group": 4, "fid": 37.0,
+                                 "fd_fmnist": 9.5}])
+    assert {(r["model"], r["width"], r["budget"]) for r in scale} == {("dit", 128, None), ("elit-mb", 128, None),
+                                                                      ("elit-mb", 128, 4)}
+    base = conv.results([{**row, "model": f"{m}-s{seed}@{step}", "fid": fid, "fd_fmnist": 12.0}
+                         for m, seed, step, fid in [("dit", 0, 4000, 40.0), ("elit-mb", 0, 4000, 60.0),
+                                                    ("dit", 1, 4000, 41.0), ("dit", 0, 8000, 27.0)]])
+    text = conv.scale_section(scale, base)
+    assert "| 64 | dit | full | 40.00 | 12.00 |" in text and "| 128 | elit-mb | 4 | 37.00 | 9.50 |" in text
+    assert "| 64 | dit | full | 41.00" not in text and "27.00" not in text     # other seeds and steps stay out
+    assert "- Width 64: ELIT-MB / DiT at full budget: fid 1.50x, fd_fmnist 1.00x." in text
+    assert "- Width 128: ELIT-MB / DiT at full budget: fid 1.20x, fd_fmnist 0.90x." in text
+    assert "FID deficit shrinks with width: 1.50x at width 64, 1.20x at width 128." in text
+    assert conv.family("elit-mb-w128-s0@4000") == conv.family("elit-mb-s1") == "elit-mb"
+    assert conv.scale_section([], base) == "Not measured yet.\n"
+
+
+def test_the_doc_scale_section_is_the_published_scale_rows():
+    conv = _driver()
+    section = load_script("scripts/docs_tables.py").section
+    res = REPO / "docs" / "results"
+    scale = res / "fashion-mnist-scale.json"
+    body = conv.scale_section(json.loads(scale.read_text()) if scale.is_file() else [],
+                              json.loads((res / "fashion-mnist-convergence.json").read_text()))
+    assert section((res / "fashion-mnist-convergence.md").read_text(), "convergence-scale") == body
+
+
+@pytest.mark.slow
+def test_the_scale_point_carries_its_progress_to_a_new_session_and_publishes(tmp_path):
+    """--width at smoke scale: train, measure, keep the rows and models; a new OUT (the next session)
+    trains nothing and measures nothing again, and --publish fills the doc's section."""
+    kept, models = tmp_path / "progress", tmp_path / "models"
+    base = [sys.executable, str(REPO / "scripts" / "study_convergence.py"), "--smoke", "--width", "48", "--jobs", "1",
+            "--progress", str(kept), "--models", str(models)]
+    first = base + ["--out", str(tmp_path / "one")]
+    subprocess.run(first, check=True, cwd=REPO, capture_output=True)
+    subprocess.run(first + ["--save-progress"], check=True, cwd=REPO)
+    assert (models / "elit-mb-w48-s0" / "model.safetensors").is_file() and (kept / "rows.json").is_file()
+    second = base + ["--out", str(tmp_path / "two")]
+    log = subprocess.run(second, check=True, cwd=REPO, capture_output=True, text=True).stdout
+    assert "dit-w48-s0: the published model" in log and "[train] elit-mb-w48-s0: done" in log
+    assert "3 rows already measured, 0 to go" in log
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "fashion-mnist-convergence.md").write_text("# x\n<!-- convergence-scale:start -->\n<!-- convergence-scale:end -->\n")
+    subprocess.run(second + ["--report-only", "--publish", str(docs)], check=True, cwd=REPO, capture_output=True)
+    rows = json.loads((docs / "fashion-mnist-scale.json").read_text())
+    assert {(r["model"], r["width"], r["budget"], r["step"]) for r in rows} == {
+        ("dit", 48, None, 4), ("elit-mb", 48, None, 4), ("elit-mb", 48, 4, 4)}
+    assert "| 48 | elit-mb | 4 |" in (docs / "fashion-mnist-convergence.md").read_text()
