@@ -13,8 +13,8 @@ J~ = 4 for ELIT-MB).
 The scale point (issue 26): `--width 128` trains DiT and ELIT-MB at that width (same depth, heads and
 recipe), seed 0, to 4,000 steps, and measures the last step alone, in the same protocol, beside the
 width-64 rows of that step; `--report-only --publish docs/results` writes fashion-mnist-scale.json and
-the convergence doc's scale section. Each training takes ~2 h on one core, so it carries its progress
-between sessions (--save-progress before a session ends; every later run restores it first):
+the convergence doc's scale section. Each training takes hours on one core, so the point carries its
+progress between sessions (--save-progress before a session ends; every later run restores it first):
 
     python scripts/study_convergence.py --out runs/scale --width 128 --jobs 2
     python scripts/study_convergence.py --out runs/scale --width 128 --save-progress
@@ -238,7 +238,6 @@ def doc_table(published: list[dict]) -> str:
 
 
 def report(out: pathlib.Path, rows: list[dict], missing: int, publish: str | None) -> None:
-    sys.path.insert(0, str(pathlib.Path(__file__).parent))
     from study_fmnist import training_gflops_per_step
     from elit._io import atomic_write, copy_file
     rep = out / "report"
@@ -413,7 +412,6 @@ def main() -> int:
 
     import torch
     from elit.eval.sweep import row_key, run_sweep, setting_key
-    sys.path.insert(0, str(pathlib.Path(__file__).parent))
     from study_fmnist import load_rows, reference_files
     if (args.shard or args.only) and not args.measure_only:
         raise SystemExit("--shard and --only select rows to measure: add --measure-only (and train first without it)")
