@@ -381,7 +381,7 @@ def claim_answer(rows: list[dict]) -> str:
     for metric in METRICS:
         _, verdicts = budget_vs_steps(rows, metric)
         if not verdicts:
-            out.append(f"- {metric}: not measured yet.")
+            out.append(f"- {METRIC_NAMES[metric]}: not measured yet.")
             continue
         wins = [(b, s) for b, s, low, steps in verdicts if low < steps]
         budgets = sorted({b for b, _ in wins})

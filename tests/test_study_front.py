@@ -58,6 +58,9 @@ def test_fronts_levels_and_the_budget_versus_steps_answer():
     # J~ = 4 at 2 GF beats the full budget's 20.0 there; J~ = 1 at 1.5 GF loses to ~22.9
     assert sorted((b, low < steps) for b, _, low, steps in verdicts) == [(1, False), (4, True)]
     assert "| 4 | 40 | 2.00 | 15.00 / 20.00 |" in table
+    claim = front.claim_answer(elit)
+    assert "- FD-FMNIST: **partly** (lower budget better at J~ = 4: 1 of 2" in claim
+    assert "- FID: not measured yet." in claim       # the metric's name, as in every other line
 
 
 def test_dominance_names_the_winner_and_its_margin():
