@@ -20,8 +20,8 @@ progress between sessions (--save-progress before a session ends; every later ru
     python scripts/study_convergence.py --out runs/scale --width 128 --save-progress
 
 Every part resumes: `elit train` continues from its last checkpoint, and a row already in
-OUT/rows-*.json is not measured again. `--measure-only --shard K/N` measures every N-th row still to
-do, from the K-th, into OUT/rows-K.json: run N of them side by side (one thread each by default).
+OUT/rows-*.json is not measured again. `--measure-only --shard K/N` measures every N-th row of the
+plan, from the K-th, into OUT/rows-K.json: run N of them side by side (one thread each by default).
 `--only 'dit-s1@*'` measures just the matching checkpoints into a file of their own: one core can
 start on a finished run while the other still trains. Rows are measured for whatever checkpoints
 exist, so a session that cannot finish the training can still measure the checkpoints it has; the
@@ -356,7 +356,7 @@ def main() -> int:
     ap.add_argument("--measure-only", action="store_true", help="skip training; measure the checkpoints so far")
     ap.add_argument("--report-only", action="store_true", help="write OUT/report from the rows measured so far")
     ap.add_argument("--publish", metavar="DIR", help="copy the report's JSON, plots and rows into DIR (docs/results)")
-    ap.add_argument("--shard", metavar="K/N", help="with --measure-only: measure every N-th row to do, from the K-th")
+    ap.add_argument("--shard", metavar="K/N", help="with --measure-only: measure every N-th row of the plan, from the K-th")
     ap.add_argument("--only", metavar="PATTERNS", help="with --measure-only: just the checkpoints whose label "
                     "matches one of these comma-separated patterns (e.g. 'dit-s1@8000,elit-mb-s1@*'), into "
                     "their own rows file, so it can run beside another measurer as soon as its checkpoints exist")
@@ -428,16 +428,19 @@ def main() -> int:
     if not args.report_only:
         refs = reference_files(out, metrics, args.device, args.smoke)
         measured = {row_key(r) for r in load_rows(out)}
-        todo = [(label, s) for label, s in pairs if setting_key(label, s, args.steps, "euler") not in measured]
+        # Shards split the whole plan, not what is left of it: a shard that starts after another has
+        # finished rows would otherwise split a shorter list and leave some rows to no one.
+        todo = [(label, s) for label, s in pairs[shard::shards]
+                if setting_key(label, s, args.steps, "euler") not in measured]
         rows_file = out / f"rows-{shard}.json"
         if args.only:
             patterns = args.only.split(",")
             todo = [(label, s) for label, s in todo if any(fnmatch.fnmatchcase(label, p) for p in patterns)]
             rows_file = out / ("rows-only-" + re.sub(r"[^A-Za-z0-9]+", "_", args.only).strip("_") + ".json")
         skipped = "already measured" + (" or not selected" if args.only else "")
-        print(f"[measure] {len(pairs) - len(todo)} rows {skipped}, {len(todo)} to go; "
-              f"shard {shard}/{shards} takes {len(todo[shard::shards])}", flush=True)
-        run_sweep(models, todo[shard::shards], num=args.num, steps=args.steps, sampler="euler", metrics=metrics,
+        print(f"[measure] shard {shard}/{shards}: {len(pairs[shard::shards]) - len(todo)} of its rows {skipped}, "
+              f"{len(todo)} to go", flush=True)
+        run_sweep(models, todo, num=args.num, steps=args.steps, sampler="euler", metrics=metrics,
                   ref=refs, batch_size=args.batch_size, json_path=rows_file, progress=False,
                   fd_method="eigh", net_kwargs={"device": args.device})
     if shards > 1 and not args.report_only:

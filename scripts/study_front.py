@@ -15,7 +15,7 @@ ELIT-MB with the same knobs plus the budget, per-step budget schedules and cheap
     python scripts/study_front.py --out runs/front --save-progress          # before a session ends (see below)
 
 Every stage resumes: `elit train` continues from its last checkpoint; a row (or a FID) already in
-OUT/rows-*.json (OUT/fid-*.json) is not measured again; `--shard K/N` takes every N-th row still to do.
+OUT/rows-*.json (OUT/fid-*.json) is not measured again; `--shard K/N` takes every N-th row.
 A 2-core machine needs many sessions for the study, and a session's OUT does not outlive it:
 `--save-progress` keeps the rows and each unfinished training's newest checkpoint in the repository
 (PROGRESS) and publishes the finished models; every stage of the next session starts from them.
@@ -683,9 +683,12 @@ def fid_stage(out: pathlib.Path, args) -> None:
     import torch
     torch.set_num_threads(args.threads)
     rows = {r["id"]: r for r in load_rows(out)}
-    todo = [i for i in fid_choice(list(rows.values()), args.seeds) if rows[i]["fid"] is None]
-    mine = todo[args.shard::args.shards]
-    print(f"[fid] {sum(r['fid'] is not None for r in rows.values())} rows have FID, {len(todo)} chosen to go; "
+    # Shards split the whole choice, not what is left of it: one that starts after another has
+    # finished rows would otherwise split a shorter list and leave some rows to no one.
+    chosen = fid_choice(list(rows.values()), args.seeds)
+    mine = [i for i in chosen[args.shard::args.shards] if rows[i]["fid"] is None]
+    print(f"[fid] {sum(r['fid'] is not None for r in rows.values())} rows have FID, "
+          f"{sum(rows[i]['fid'] is None for i in chosen)} chosen to go; "
           f"shard {args.shard}/{args.shards} takes {len(mine)}", flush=True)
     if not mine:
         return

@@ -56,11 +56,12 @@ def test_convergence_smoke_runs_resumes_and_publishes(tmp_path):
     assert {r["seed"] for r in rows} == {0, 1} and {r["step"] for r in rows} == {2, 4}
     assert all(r["fd_fmnist"] > 0 for r in rows)
     out = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
-    assert "[train] dit-s0: done" in out and "12 rows already" in out and "0 to go" in out
-    # measured again by two shards side by side: each takes its half, the report merges both files
+    assert "[train] dit-s0: done" in out and "12 of its rows already measured, 0 to go" in out
+    # measured again by two shards: each takes its half of the plan, the report merges both files. Shard 1
+    # starts only when shard 0 is done (as a loaded machine can start it), and still finds its own half.
     (tmp_path / "rows-0.json").unlink()
-    shards = [subprocess.Popen(cmd + ["--measure-only", "--shard", f"{k}/2"], cwd=REPO) for k in (0, 1)]
-    assert [p.wait() for p in shards] == [0, 0]
+    for k in (0, 1):
+        subprocess.run(cmd + ["--measure-only", "--shard", f"{k}/2"], check=True, cwd=REPO)
     halves = [json.loads((tmp_path / f"rows-{k}.json").read_text()) for k in (0, 1)]
     assert sorted(len(h) for h in halves) == [6, 6]
     subprocess.run(cmd + ["--report-only"], check=True, cwd=REPO)     # shards leave the report to this
@@ -141,7 +142,7 @@ def test_the_scale_point_carries_its_progress_to_a_new_session_and_publishes(tmp
     second = base + ["--out", str(tmp_path / "two")]
     log = subprocess.run(second, check=True, cwd=REPO, capture_output=True, text=True).stdout
     assert "dit-w48-s0: the published model" in log and "[train] elit-mb-w48-s0: done" in log
-    assert "3 rows already measured, 0 to go" in log
+    assert "3 of its rows already measured, 0 to go" in log
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "fashion-mnist-convergence.md").write_text("# x\n<!-- convergence-scale:start -->\n<!-- convergence-scale:end -->\n")

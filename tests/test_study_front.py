@@ -153,10 +153,13 @@ def test_front_study_smoke_trains_measures_publishes_and_remeasures(tmp_path):
     shutil.rmtree(out / "samples")
     for f in out.glob("fid-*.json"):
         f.unlink()
-    log = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
-    assert "0 to go" in log and "[train]" not in log
-    again = {r["id"]: r["fid"] for r in json.loads((out / "report" / "fashion-mnist-front.json").read_text())}
     fids = {r["id"]: r["fid"] for r in rows if r["fid"] is not None}
+    # by two shards, the second started only when the first is done: between them, every chosen row
+    for k in (0, 1):
+        log = subprocess.run(cmd + ["--shard", f"{k}/2"], check=True, cwd=REPO, capture_output=True, text=True).stdout
+        assert "0 to go" in log and "[train]" not in log
+    assert sorted(r["id"] for f in out.glob("fid-*.json") for r in json.loads(f.read_text())) == sorted(fids)
+    again = {r["id"]: r["fid"] for r in json.loads((out / "report" / "fashion-mnist-front.json").read_text())}
     assert fids and {i: again[i] for i in fids} == pytest.approx(fids, rel=1e-3)
 
 
