@@ -275,11 +275,16 @@ def best_within(rows: list[dict], metric: str, level: float) -> dict | None:
 
 
 def fid_choice(rows: list[dict], seeds=SEEDS) -> list[str]:
-    """The row ids that get a FID: every family's FD-FMNIST front and its best row at every level, in
-    each seed; then the rest of seed 0's rows, spread over the cost range, up to MIN_FID_ROWS."""
+    """The row ids that get a FID, most telling first (a session may end before all are done): in each
+    seed, ELIT-MB's FD-FMNIST front and its best row at every level, the rows that answer the paper's
+    claim (budget_vs_steps), then the other families' fronts and best rows; then the rest of seed 0's
+    rows, spread over the cost range, up to MIN_FID_ROWS."""
     chosen = []
     for seed in seeds:
-        for family in FAMILIES:
+        for family in ("ELIT-MB", "claim", *(f for f in FAMILIES if f != "ELIT-MB")):
+            if family == "claim":
+                chosen += [r["id"] for r in rows if r["seed"] == seed and claim_row(r, rows)]
+                continue
             fam = family_rows(rows, family, seed)
             chosen += [r["id"] for r in pareto(fam, "fd_fmnist")]
             chosen += [b["id"] for level in LEVELS if (b := best_within(fam, "fd_fmnist", level))]
@@ -346,15 +351,26 @@ def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
     return None
 
 
+def claim_base(r: dict) -> bool:
+    """The rows of the paper's claim: ELIT-MB, Euler, unguided, no cache, one budget for every step."""
+    return (r["model"] == "elit-mb" and r["sampler"] == "euler" and r["guidance"] == "none"
+            and r["cache"] is None and r["schedule"] is None)
+
+
+def claim_row(r: dict, rows: list[dict]) -> bool:
+    """A row budget_vs_steps reads: the full budget at any NFE, or a lower one at the most NFE."""
+    most = max((x["nfe"] for x in rows if claim_base(x)), default=None)
+    return claim_base(r) and (r["budget"] is None or (r["budget"] in ELIT_BUDGETS[:-1] and r["nfe"] == most))
+
+
 def budget_vs_steps(rows: list[dict], metric: str, seeds=SEEDS) -> tuple[str, list[tuple]]:
-    """The paper's claim, within ELIT-MB (Euler, unguided, no cache): each lower budget at the most
-    steps, against the full budget with fewer steps at the same GFLOPs (interpolated between the
-    measured step counts). Returns (markdown table, [(budget, seed, lower-budget value, fewer-steps value)])."""
+    """The paper's claim, within ELIT-MB (claim_base rows): each lower budget at the most steps, against
+    the full budget with fewer steps at the same GFLOPs (interpolated between the measured step counts).
+    Returns (markdown table, [(budget, seed, lower-budget value, fewer-steps value)])."""
     lines = ["| J~ | NFE | GFLOPs/img | " + " | ".join(f"seed {s}: lower budget / fewer steps" for s in seeds) + " |",
              "|---|---|---|" + "---|" * len(seeds)]
     verdicts = []
-    base = lambda r: (r["model"] == "elit-mb" and r["sampler"] == "euler" and r["guidance"] == "none"   # noqa: E731
-                      and r["cache"] is None and r["schedule"] is None and r.get(metric) is not None)
+    base = lambda r: claim_base(r) and r.get(metric) is not None   # noqa: E731
     nfe = max((r["nfe"] for r in rows if base(r)), default=None)
     for b in ELIT_BUDGETS[:-1]:
         cells = []
@@ -524,6 +540,23 @@ SECTION_NAMES = ("front-summary", "front-claim", *(f"front-{part}-{m}" for m in 
                  "front-plan", "front-fronts", "front-plots")
 
 
+def progress_line(rows: list[dict], seeds=SEEDS) -> str:
+    """Whether the study is finished: the planned rows not measured and the chosen rows without FID,
+    so a reader of a doc published between sessions knows its tables may still change."""
+    measured = {r["id"] for r in rows}
+    nfes = tuple(sorted({r["nfe"] for r in rows}))     # the study's NFEs (--smoke measures fewer)
+    first = [r for r in rows if r["seed"] == seeds[0]]
+    planned = [row_id(label, seed, s) for label, seed, s in plan(first, seeds, nfes)]
+    missing = sum(i not in measured for i in planned)
+    fid = {r["id"]: r["fid"] for r in rows}
+    chosen = fid_choice(rows, seeds)
+    no_fid = sum(fid[i] is None for i in chosen)
+    if not missing and not no_fid:
+        return f"Complete: all {len(planned)} planned rows measured, FID for all {len(chosen)} chosen rows.\n"
+    return (f"**In progress**: {missing} of the {len(planned)} planned rows not measured yet, {no_fid} of the "
+            f"{len(chosen)} rows chosen for FID without one; the tables and answers below may still change.\n")
+
+
 def doc_sections(rows: list[dict]) -> dict[str, str]:
     """The generated parts of docs/results/fashion-mnist-front.md, by marker name."""
     if not rows:   # the links below would lead nowhere before the first publish
@@ -534,7 +567,7 @@ def doc_sections(rows: list[dict]) -> dict[str, str]:
                f"seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}), {fids} with FID, in "
                f"[fashion-mnist-front.json](fashion-mnist-front.json); each row's `command` re-measures it from "
                f"the published models in [fashion-mnist-front/models/](fashion-mnist-front/models/) and prints "
-               f"it as JSON.\n")
+               f"it as JSON.\n\n" + progress_line(rows))
     sections = {"front-summary": summary, "front-claim": claim_answer(rows)}
     for metric in METRICS:
         sections[f"front-dominance-{metric}"] = dominance_table(rows, metric)

@@ -63,6 +63,37 @@ def test_fronts_levels_and_the_budget_versus_steps_answer():
     assert "- FID: not measured yet." in claim       # the metric's name, as in every other line
 
 
+def test_fid_goes_first_to_elit_mb_and_the_claim_rows_then_to_every_front():
+    rows = [row("dit", 1.0, 30.0, nfe=8), row("dit", 4.0, 10.0, nfe=32), row("dit", 3.0, 35.0, sampler="heun")]
+    rows += [row("elit-mb", 1.0, 30.0, nfe=10), row("elit-mb", 4.0, 10.0, nfe=40),
+             row("elit-mb", 1.5, 40.0, nfe=40, budget=1),     # the claim reads it; no front has it
+             row("elit-mb", 1.2, 45.0, nfe=10, budget=1),     # neither: a lower budget below the most NFE
+             row("elit-mb", 2.0, 5.0, nfe=40, guidance="cfg")]
+    chosen = front.fid_choice(rows, seeds=(0,))
+    elit_front = [r["id"] for r in front.pareto([r for r in rows if r["model"] == "elit-mb"], "fd_fmnist")]
+    assert chosen[:len(elit_front)] == elit_front            # ELIT-MB's front before anything else
+    assert rows[5]["id"] in chosen[:len(elit_front) + 3]       # then the claim's rows
+    assert chosen.index(rows[5]["id"]) < chosen.index(rows[0]["id"])          # before DiT's front
+    assert {rows[0]["id"], rows[1]["id"]} <= set(chosen)
+    assert len(chosen) == len(set(chosen)) == len(rows)       # fewer than MIN_FID_ROWS: the rest fills in
+
+
+def test_the_summary_says_whether_the_study_is_finished():
+    planned = front.plan([], seeds=(0,))
+    rows = [row(label, 0.1 * (k + 1), 50.0 - 0.1 * k, **{key: s[key] for key in
+                ("sampler", "nfe", "budget", "schedule", "guidance", "weak_budget", "cache")})
+            for k, (label, _, s) in enumerate(planned)]
+    assert [r["id"] for r in rows] == [front.row_id(label, 0, s) for label, _, s in planned]
+    half = front.progress_line(rows[: len(rows) // 2], seeds=(0,))
+    assert half.startswith(f"**In progress**: {len(rows) - len(rows) // 2} of the {len(rows)} planned rows")
+    chosen = front.fid_choice(rows, seeds=(0,))
+    assert f"{len(chosen)} of the {len(chosen)} rows chosen for FID without one" in front.progress_line(rows, seeds=(0,))
+    for r in rows:
+        r["fid"] = 20.0 if r["id"] in chosen else None
+    assert front.progress_line(rows, seeds=(0,)) == \
+        f"Complete: all {len(rows)} planned rows measured, FID for all {len(chosen)} chosen rows.\n"
+
+
 def test_dominance_names_the_winner_and_its_margin():
     rows = [row("dit", 1.0, 30.0, nfe=8), row("elit-mb", 1.0, 24.0, nfe=8, budget=1),
             row("dit-d2", 0.5, 50.0, nfe=8)]
@@ -124,7 +155,7 @@ def test_the_plan_table_says_why_a_level_has_no_choice():
 
 
 @pytest.mark.slow
-def test_front_study_smoke_trains_measures_publishes_and_remeasures(tmp_path):
+def test_front_study_smoke_trains_measures_publishes_and_remeasures(tmp_path, monkeypatch):
     out, docs = tmp_path / "s", tmp_path / "docs"
     cmd = [sys.executable, str(REPO / "scripts" / "study_front.py"), "--out", str(out), "--smoke"]
     docs.mkdir()
@@ -137,7 +168,9 @@ def test_front_study_smoke_trains_measures_publishes_and_remeasures(tmp_path):
     assert sum(r["fid"] is not None for r in rows) >= 3
     assert all(set(r) == set(front.PUBLISHED_KEYS) for r in rows)
     doc = (docs / "fashion-mnist-front.md").read_text()
-    assert all(body in doc for body in front.doc_sections(rows).values())
+    monkeypatch.setattr(front, "MIN_FID_ROWS", 3)        # as --smoke sets them: the progress line reads them
+    monkeypatch.setattr(front, "CACHES", (0.3,))
+    assert "planned rows" in doc and all(body in doc for body in front.doc_sections(rows).values())
     assert (docs / "fashion-mnist-front" / "front-fd_fmnist.png").is_file()
     assert (docs / "fashion-mnist-front" / "models" / "elit-mb-s1" / "model.safetensors").is_file()
     # one row again from the published models: the same numbers
