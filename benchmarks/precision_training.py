@@ -3,7 +3,7 @@
     python benchmarks/precision_training.py --out runs/precision-training          # 1,000 steps each
     python benchmarks/precision_training.py --out runs/precision-training \\
         --json docs/performance.json --key precision-training --plot docs/images/precision-training.png
-    python benchmarks/precision_training.py --out /tmp/p --smoke                   # 10 steps each, CI
+    python benchmarks/precision_training.py --out /tmp/p --smoke                   # 10 steps of batch 16 each, CI
 
 Trains the study config (default study-fmnist-elit-mb: ELIT-MB, width 64, batch 48) twice with the same
 seed, so the same data order, noise, times and budget draws: once with system.precision=fp32, once
@@ -34,7 +34,7 @@ def train(out: pathlib.Path, precision: str, args) -> None:
     command = [sys.executable, "-m", "elit", "train", "--config", args.config, "--out", str(run),
                f"train.max_steps={args.steps}", f"train.seed={args.seed}", f"system.precision={precision}",
                "system.threads=1", f"log.log_every={args.log_every}", f"log.ckpt_every={max(args.log_every, args.steps // 4)}",
-               "log.progress=false", "log.sample_every=0"]
+               "log.progress=false", "log.sample_every=0", *args.overrides]
     print("$ " + " ".join(command[1:]), flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     subprocess.run(command, cwd=ROOT, env=env, check=True)
@@ -90,14 +90,16 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--only", choices=PRECISIONS, help="train only this one (two processes: one per core)")
-    ap.add_argument("--smoke", action="store_true", help="10 steps each, logged every 5 (CI)")
+    ap.add_argument("--smoke", action="store_true", help="10 steps of batch 16 each, logged every 5 (CI)")
     ap.add_argument("--json", type=pathlib.Path, help="write the comparison as this docs JSON entry")
     ap.add_argument("--key", default="precision-training")
     ap.add_argument("--plot", type=pathlib.Path, help="write the two loss curves as a PNG")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
+    args.overrides = []
     if args.smoke:
         args.steps, args.log_every = 10, 5
+        args.overrides = ["train.global_batch_size=16"]
     for precision in ([args.only] if args.only else PRECISIONS):
         train(args.out, precision, args)
     if args.only:

@@ -66,6 +66,8 @@ FAMILIES = {
 }
 METRICS = ("fd_fmnist", "fid")
 MIN_FID_ROWS = 40
+# --smoke: every stage in minutes (tiny models; the constants above, shrunk)
+SMOKE = {"MAX_STEPS": 4, "MIN_FID_ROWS": 3, "CACHES": (0.3,)}
 
 
 # ---------------------------------------------------------------------- settings and rows
@@ -274,20 +276,25 @@ def best_within(rows: list[dict], metric: str, level: float) -> dict | None:
     return min(fitting, key=lambda r: (r[metric], r["gflops_per_image"])) if fitting else None
 
 
+def front_and_levels(fam: list[dict]) -> list[str]:
+    """A family's FD-FMNIST front and its best row at every cost level."""
+    return ([r["id"] for r in pareto(fam, "fd_fmnist")]
+            + [b["id"] for level in LEVELS if (b := best_within(fam, "fd_fmnist", level))])
+
+
 def fid_choice(rows: list[dict], seeds=SEEDS) -> list[str]:
     """The row ids that get a FID, most telling first (a session may end before all are done): in each
     seed, ELIT-MB's FD-FMNIST front and its best row at every level, the rows that answer the paper's
     claim (budget_vs_steps), then the other families' fronts and best rows; then the rest of seed 0's
     rows, spread over the cost range, up to MIN_FID_ROWS."""
     chosen = []
+    claim = claim_rows(rows)
     for seed in seeds:
-        for family in ("ELIT-MB", "claim", *(f for f in FAMILIES if f != "ELIT-MB")):
-            if family == "claim":
-                chosen += [r["id"] for r in rows if r["seed"] == seed and claim_row(r, rows)]
-                continue
-            fam = family_rows(rows, family, seed)
-            chosen += [r["id"] for r in pareto(fam, "fd_fmnist")]
-            chosen += [b["id"] for level in LEVELS if (b := best_within(fam, "fd_fmnist", level))]
+        chosen += front_and_levels(family_rows(rows, "ELIT-MB", seed))
+        chosen += [r["id"] for r in claim if r["seed"] == seed]
+        for family in FAMILIES:
+            if family != "ELIT-MB":
+                chosen += front_and_levels(family_rows(rows, family, seed))
     chosen = list(dict.fromkeys(chosen))
     rest = sorted((r for r in rows if r["seed"] == seeds[0] and r["id"] not in chosen), key=lambda r: r["gflops_per_image"])
     need = MIN_FID_ROWS - len(chosen)
@@ -357,10 +364,11 @@ def claim_base(r: dict) -> bool:
             and r["cache"] is None and r["schedule"] is None)
 
 
-def claim_row(r: dict, rows: list[dict]) -> bool:
-    """A row budget_vs_steps reads: the full budget at any NFE, or a lower one at the most NFE."""
-    most = max((x["nfe"] for x in rows if claim_base(x)), default=None)
-    return claim_base(r) and (r["budget"] is None or (r["budget"] in ELIT_BUDGETS[:-1] and r["nfe"] == most))
+def claim_rows(rows: list[dict]) -> list[dict]:
+    """The rows budget_vs_steps reads: the full budget at any NFE, or a lower one at the most NFE."""
+    base = [r for r in rows if claim_base(r)]
+    most = max((r["nfe"] for r in base), default=None)
+    return [r for r in base if r["budget"] is None or (r["budget"] in ELIT_BUDGETS[:-1] and r["nfe"] == most)]
 
 
 def budget_vs_steps(rows: list[dict], metric: str, seeds=SEEDS) -> tuple[str, list[tuple]]:
@@ -817,9 +825,9 @@ def main() -> int:
             raise SystemExit("--smoke needs --out")
         if args.progress == str(ROOT / PROGRESS):    # the real study's rows are not the smoke's
             args.progress = ""
-        global MAX_STEPS, MIN_FID_ROWS, CACHES
-        MAX_STEPS, MIN_FID_ROWS, CACHES = 4, 3, (0.3,)
-        overrides = ["model.hidden_size=32", "model.num_heads=2", "train.warmup_steps=1", "train.global_batch_size=8"]
+        globals().update(SMOKE)
+        overrides = ["model.hidden_size=32", "model.num_heads=2", "train.warmup_steps=1", "train.global_batch_size=8",
+                     "log.sample_steps=2"]
         args.nfes, args.num, args.batch_size, args.ref_num = (2,), 16, 16, 64
         args.train = args.measure = args.fid = args.report = True
     if args.save_progress and not args.progress:
