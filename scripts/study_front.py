@@ -429,37 +429,43 @@ def versus(rows: list[dict], metric: str, seeds=SEEDS) -> str:
     every seed, where the seeds disagree, and where only one of them has a setting that cheap."""
     out = []
     for rival in (f for f in FAMILIES if f != "ELIT-MB"):
-        won, lost, split, rival_only, elit_only = [], [], [], [], []
+        won, lost, split, rival_only, elit_only, unmeasured = [], [], [], [], [], []
+        cheap = lambda family, level: any(r["gflops_per_image"] <= level   # noqa: E731
+                                          for seed in seeds for r in family_rows(rows, family, seed))
         for level in LEVELS:
-            gains, present = [], set()
+            gains = []
             for seed in seeds:
                 e = best_within(family_rows(rows, "ELIT-MB", seed), metric, level)
                 o = best_within(family_rows(rows, rival, seed), metric, level)
-                present |= {"e"} if e else set()
-                present |= {"o"} if o else set()
                 if e and o:     # > 0: ELIT-MB better; the share of the loser's value, as the dominance table
                     gains.append((o[metric] - e[metric]) / max(o[metric], e[metric]))
+            has_e, has_o = cheap("ELIT-MB", level), cheap(rival, level)
             if gains and all(g > 0 for g in gains):
                 won.append((level, min(gains), max(gains)))
             elif gains and all(g < 0 for g in gains):
                 lost.append((level, min(-g for g in gains), max(-g for g in gains)))
             elif gains:
                 split.append(level)
-            elif present == {"o"}:
+            elif has_o and not has_e:
                 rival_only.append(level)
-            elif present == {"e"}:
+            elif has_e and not has_o:
                 elit_only.append(level)
+            elif has_e:     # both have a setting that cheap, one of them without this metric yet
+                unmeasured.append(level)
         parts = []
         for verb, found in (("better", won), ("worse", lost)):
             if found:
                 low, high = min(f[1] for f in found), max(f[2] for f in found)
-                parts.append(f"{verb} at <= {spans([f[0] for f in found])} GF (by {low:.0%}-{high:.0%})")
+                by = f"{low:.0%}" if f"{low:.0%}" == f"{high:.0%}" else f"{low:.0%}-{high:.0%}"
+                parts.append(f"{verb} at <= {spans([f[0] for f in found])} GF (by {by})")
         if split:
             parts.append(f"tied or the seeds disagree at <= {spans(split)} GF")
         if rival_only:
             parts.append(f"no ELIT-MB setting that cheap at <= {spans(rival_only)} GF (the rival has one)")
         if elit_only:
             parts.append(f"only ELIT-MB has a setting at <= {spans(elit_only)} GF")
+        if unmeasured:
+            parts.append(f"not measured yet at <= {spans(unmeasured)} GF (one side has no {METRIC_NAMES[metric]} that cheap)")
         out.append(f"- ELIT-MB vs **{rival}**: " + ("; ".join(parts) if parts else "not measured yet") + ".")
     return "\n".join(out) + "\n"
 

@@ -119,6 +119,11 @@ def test_versus_says_where_elit_mb_wins_loses_and_cannot_go():
              row("dit", 1.0, 20.0, seed=1, nfe=8), row("elit-mb", 1.0, 24.0, seed=1, nfe=8, budget=1)]
     assert "tied or the seeds disagree at <= 1, 1.5, 2, 3, 4.5, 6, 9 GF" in front.versus(split, "fd_fmnist")
     assert front.versus([], "fid").count("not measured yet") == len(front.FAMILIES) - 1
+    # FID on ELIT-MB's cheap row only: DiT has a setting that cheap, so that is not "only ELIT-MB"
+    half = [dict(r, fid=35.0 if r["model"] == "elit-mb" else 25.0 if r["gflops_per_image"] > 3 else None) for r in rows]
+    fid = {l.split("**")[1]: l for l in front.versus(half, "fid").splitlines()}["DiT, fewer steps"]
+    assert "not measured yet at <= 1, 1.5, 2, 3 GF (one side has no FID that cheap)" in fid
+    assert "only ELIT-MB" not in fid and "worse at <= 4.5, 6, 9 GF" in fid
 
 
 def test_elit_plan_reads_a_study_table_directly(tmp_path, capsys):
