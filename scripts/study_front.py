@@ -426,7 +426,8 @@ def spans(levels: list[float]) -> str:
 def versus(rows: list[dict], metric: str, seeds=SEEDS) -> str:
     """ELIT-MB against each alternative, level by level (the dominance table's columns, read as the
     issue asks): where its best row beats the rival's best in every seed measured, where it loses in
-    every seed, where the seeds disagree, and where only one of them has a setting that cheap."""
+    every seed, where the seeds disagree, where only one of them has a setting that cheap, and where
+    both have one but the metric is not measured on one side yet."""
     out = []
     for rival in (f for f in FAMILIES if f != "ELIT-MB"):
         won, lost, split, rival_only, elit_only, unmeasured = [], [], [], [], [], []
