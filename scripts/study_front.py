@@ -431,16 +431,17 @@ def versus(rows: list[dict], metric: str, seeds=SEEDS) -> str:
     out = []
     for rival in (f for f in FAMILIES if f != "ELIT-MB"):
         won, lost, split, rival_only, elit_only, unmeasured = [], [], [], [], [], []
-        cheap = lambda family, level: any(r["gflops_per_image"] <= level   # noqa: E731
-                                          for seed in seeds for r in family_rows(rows, family, seed))
+        ours = {seed: family_rows(rows, "ELIT-MB", seed) for seed in seeds}
+        theirs = {seed: family_rows(rows, rival, seed) for seed in seeds}
+        cheap = lambda fam, level: any(r["gflops_per_image"] <= level for rs in fam.values() for r in rs)  # noqa: E731
         for level in LEVELS:
             gains = []
             for seed in seeds:
-                e = best_within(family_rows(rows, "ELIT-MB", seed), metric, level)
-                o = best_within(family_rows(rows, rival, seed), metric, level)
+                e = best_within(ours[seed], metric, level)
+                o = best_within(theirs[seed], metric, level)
                 if e and o:     # > 0: ELIT-MB better; the share of the loser's value, as the dominance table
                     gains.append((o[metric] - e[metric]) / max(o[metric], e[metric]))
-            has_e, has_o = cheap("ELIT-MB", level), cheap(rival, level)
+            has_e, has_o = cheap(ours, level), cheap(theirs, level)
             if gains and all(g > 0 for g in gains):
                 won.append((level, min(gains), max(gains)))
             elif gains and all(g < 0 for g in gains):
