@@ -5,6 +5,8 @@ ELIT-MB with the same knobs plus the budget, per-step budget schedules and cheap
 
     python scripts/study_front.py --out runs/front --train --jobs 2        # the 8 trainings (hours; resumable)
     for k in 0 1; do python scripts/study_front.py --out runs/front --measure --shard $k/2 & done
+    elit ref --data fmnist-test --out runs/front/ref.npz --threads 2       # a new machine, first and alone: the
+    #   FID reference into the user cache (~26 min), which the shards then read (each would compute it, on 1 core)
     python scripts/study_front.py --out runs/front --fid --shard 0/1        # FID of the chosen rows
     python scripts/study_front.py --out runs/front --train --measure --fid --device cuda   # a GPU: all of it
     python scripts/study_front.py --out runs/front --report --publish docs/results
