@@ -431,11 +431,11 @@ def versus(rows: list[dict], metric: str, seeds=SEEDS) -> str:
     every seed, where the seeds disagree, where only one of them has a setting that cheap, and where
     both have one but the metric is not measured on one side yet."""
     out = []
+    ours = {seed: family_rows(rows, "ELIT-MB", seed) for seed in seeds}
+    cheap = lambda fam, level: any(r["gflops_per_image"] <= level for rs in fam.values() for r in rs)  # noqa: E731
     for rival in (f for f in FAMILIES if f != "ELIT-MB"):
         won, lost, split, rival_only, elit_only, unmeasured = [], [], [], [], [], []
-        ours = {seed: family_rows(rows, "ELIT-MB", seed) for seed in seeds}
         theirs = {seed: family_rows(rows, rival, seed) for seed in seeds}
-        cheap = lambda fam, level: any(r["gflops_per_image"] <= level for rs in fam.values() for r in rs)  # noqa: E731
         for level in LEVELS:
             gains = []
             for seed in seeds:

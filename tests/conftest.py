@@ -53,6 +53,10 @@ def _missing_resource(report) -> str | None:
 _SKIPPED_FILES = []    # under CI: files skipped whole at collection (a module-level importorskip)
 
 
+def _is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -64,17 +68,17 @@ def pytest_runtest_makereport(item, call):
                            "tests need; run `bash scripts/setup.sh` (CI must not pass with tests left out)")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector):
-    outcome = yield
-    report = outcome.get_result()
+def pytest_collectreport(report):
+    # Failing the collection would stop the whole run: fail it at the end. Under pytest-xdist (-n) this
+    # hook also runs in the controller, which receives every worker's skipped collection (once): the
+    # controller's list decides the exit status, a worker's own would be lost.
     reason = _missing_resource(report)
-    if reason is not None:      # failing the collection would stop the whole run: fail it at the end
+    if reason is not None and f"{report.nodeid}: {reason}" not in _SKIPPED_FILES:
         _SKIPPED_FILES.append(f"{report.nodeid}: {reason}")
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _SKIPPED_FILES and exitstatus == 0:
+    if _SKIPPED_FILES and exitstatus == 0 and not _is_xdist_worker(session.config):
         session.exitstatus = 1
 
 

@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import TESTS
 
 SAMPLE = '''
@@ -28,11 +30,15 @@ def test_runs():
 '''
 
 
-def run_pytest(folder, ci: bool) -> subprocess.CompletedProcess:
+# As .ci/run runs the suite (two pytest-xdist workers, a file to each) and in one process.
+MODES = pytest.mark.parametrize("workers", [[], ["-n", "2", "--dist", "loadfile"]], ids=["one-process", "xdist"])
+
+
+def run_pytest(folder, ci: bool, workers=()) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     if ci:
         env["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(folder)],
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *workers, str(folder)],
                           cwd=folder, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -43,8 +49,9 @@ def make_suite(tmp_path):
     return tmp_path
 
 
-def test_under_ci_a_missing_resource_fails_and_is_named(tmp_path):
-    res = run_pytest(make_suite(tmp_path), ci=True)
+@MODES
+def test_under_ci_a_missing_resource_fails_and_is_named(tmp_path, workers):
+    res = run_pytest(make_suite(tmp_path), ci=True, workers=workers)
     out = res.stdout + res.stderr
     assert res.returncode != 0, out
     assert "apt-get install chromium" in out and "pip install the-missing-extra" in out, out
@@ -53,8 +60,9 @@ def test_under_ci_a_missing_resource_fails_and_is_named(tmp_path):
     assert "needs a GPU" in out            # a skip left, with its reason
 
 
-def test_outside_ci_skips_stay_and_are_listed_in_one_line(tmp_path):
-    res = run_pytest(make_suite(tmp_path), ci=False)
+@MODES
+def test_outside_ci_skips_stay_and_are_listed_in_one_line(tmp_path, workers):
+    res = run_pytest(make_suite(tmp_path), ci=False, workers=workers)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     summary = [line for line in out.splitlines() if line.startswith("3 skipped; reasons:")]
@@ -63,11 +71,12 @@ def test_outside_ci_skips_stay_and_are_listed_in_one_line(tmp_path):
         assert reason in summary[0], summary
 
 
-def test_under_ci_a_file_skipped_whole_fails_the_run_without_stopping_it(tmp_path):
+@MODES
+def test_under_ci_a_file_skipped_whole_fails_the_run_without_stopping_it(tmp_path, workers):
     shutil.copy(TESTS / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_module_skip.py").write_text(SAMPLE)
     (tmp_path / "test_fine.py").write_text("def test_fine():\n    pass\n")
-    res = run_pytest(tmp_path, ci=True)
+    res = run_pytest(tmp_path, ci=True, workers=workers)
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "1 passed" in out, out     # the other file still ran
     assert "pip install the-missing-extra" in out, out
