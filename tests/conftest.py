@@ -103,6 +103,24 @@ def load_script(relative: str, name: str | None = None):
     return module
 
 
+@pytest.fixture(autouse=True)
+def thread_settings_stay_in_their_test():
+    """A command run in-process with --threads N keeps N in ELIT_THREADS and OMP_NUM_THREADS for the
+    rest of the process, as it should in a user's session; a test must not pass them on to the next
+    one, whose thread count (and so its last bits) would depend on which tests its worker ran before."""
+    import elit._threads as threads
+    names = (*threads.THREAD_VARIABLES, "ELIT_THREADS")
+    saved, auto, count = {k: os.environ.get(k) for k in names}, threads.AUTO_SET, torch.get_num_threads()
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    threads.AUTO_SET = auto
+    torch.set_num_threads(count)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Reference statistics cached by one test must not be read by another run of the suite, nor

@@ -15,6 +15,13 @@ from test_evaluate import tiny
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread_everywhere(monkeypatch):
+    """The same count in the one process and in each rank (the thread count changes how sums split),
+    whatever the caller's environment says: ELIT_THREADS outranks OMP_NUM_THREADS."""
+    monkeypatch.setenv("ELIT_THREADS", "1")
+
+
 def torchrun(args, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     # "--": torchrun would read --num as an abbreviation of its own --numa-binding
