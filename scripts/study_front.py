@@ -502,13 +502,17 @@ def plan_command(level: float, metric: str, seed: int = 0) -> str:
 
 def plot(rows: list[dict], metric: str, path: pathlib.Path, seeds=SEEDS) -> None:
     """Metric vs GFLOPs per image: every row as a faint dot, each family's front as a line (seed 0
-    solid, seed 1 dashed, the band between them shaded)."""
+    solid, seed 1 dashed, the band between them shaded). The DiT families are nested and their fronts
+    often coincide, so each is drawn wider than the one it contains and beneath it: where they share
+    a stretch, every family's colour still shows as an edge."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    nested = [f for f in FAMILIES if f != "ELIT-MB"]
     for i, family in enumerate(FAMILIES):
         color = f"C{i}"
+        width = 1.6 + 1.3 * (len(nested) - 1 - nested.index(family)) if family in nested else 1.6
         fronts = []
         for k, seed in enumerate(seeds):
             fam = family_rows(rows, family, seed)
@@ -517,7 +521,7 @@ def plot(rows: list[dict], metric: str, path: pathlib.Path, seeds=SEEDS) -> None
                 ax.scatter(*zip(*pts), s=6, color=color, alpha=0.25)
             front = [(r["gflops_per_image"], r[metric]) for r in pareto(fam, metric)]
             if front:
-                ax.step(*zip(*front), where="post", color=color, ls="-" if k == 0 else "--", lw=1.6,
+                ax.step(*zip(*front), where="post", color=color, ls="-" if k == 0 else "--", lw=width, zorder=2 + i,
                         label=f"{family} (seed {seed})")
                 fronts.append(front)
         if len(fronts) == 2:

@@ -77,6 +77,18 @@ def pytest_collectreport(report):
         _SKIPPED_FILES.append(f"{report.nodeid}: {reason}")
 
 
+# The files that take minutes (the study smoke runs, the README walk-through; see --durations in CI),
+# scheduled first. pytest-xdist's --dist loadfile hands out whole files in collection order (.ci/run
+# turns off its own reordering, by test count, which sent these last): started last, the longest
+# left one worker alone with it for the final minutes of the run.
+LONGEST_FILES = ("test_study_front.py", "test_study.py", "test_readme.py", "test_precision.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))    # stable: the rest keep their order
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _SKIPPED_FILES and exitstatus == 0 and not _is_xdist_worker(session.config):
         session.exitstatus = 1
