@@ -118,3 +118,17 @@ def test_a_resumed_run_keeps_its_thread_count_and_says_when_it_changes(monkeypat
         assert T.set_run_threads(0, 2, announce=said.append) == 1 and "goes on with 1" in said[-1]
     finally:
         torch.set_num_threads(before)
+
+
+def test_train_takes_its_count_from_system_threads_before_torch_loads(tmp_path):
+    """`elit train` has no --threads: a system.threads=N override sets torch's and the BLAS's count
+    from the start (two trainings side by side with one thread each said "using 2" before), and the
+    automatic count's hint names system.threads, the knob train has."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ELIT_THREADS")}
+    base = [sys.executable, "-m", "elit", "train", "--config", "no-such-config", "--out", str(tmp_path / "run")]
+    said = subprocess.run(base + ["system.threads=1"], env=env, capture_output=True, text=True).stderr
+    assert "using 1 CPU thread (system.threads)" in said
+    assert "no-such-config" in said                       # the real error still comes after
+    said = subprocess.run(base, env=env, capture_output=True, text=True).stderr
+    assert "(automatic:" in said and "system.threads=N or ELIT_THREADS=N chooses" in said
+    assert "--threads" not in said

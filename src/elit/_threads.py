@@ -115,15 +115,15 @@ def user_thread_count() -> int | None:
         return None
 
 
-def set_thread_environment(requested: int | None = None, announce=None) -> int:
+def set_thread_environment(requested: int | None = None, announce=None, option: str = "--threads N") -> int:
     """Before torch and numpy are imported: give torch and the BLAS under numpy/scipy (OpenBLAS,
     MKL) one count, since both spin the same way on a busy machine (a 2048-d matrix square root for
     FID took 40 s with two BLAS threads there, 17 s with one). The count is `requested` (a command's
-    --threads), else ELIT_THREADS, else OMP_NUM_THREADS, else the automatic one; `announce` is told
-    which, once. Returns it."""
+    --threads, or train's system.threads: `option` names it), else ELIT_THREADS, else OMP_NUM_THREADS,
+    else the automatic one; `announce` is told which, once. Returns it."""
     global AUTO_SET
     if requested is not None and requested > 0:
-        n, how = requested, "--threads"
+        n, how = requested, option.split()[0].removesuffix("=N")
     elif os.environ.get("ELIT_THREADS", "").strip() and user_thread_count():
         n, how = user_thread_count(), "ELIT_THREADS"
     elif user_thread_count():
@@ -134,7 +134,7 @@ def set_thread_environment(requested: int | None = None, announce=None) -> int:
             os.environ.setdefault(name, str(n))
         AUTO_SET = n
         if announce is not None:
-            announce(f"using {n} CPU thread{'s' * (n > 1)} (automatic: {reason}); --threads N or "
+            announce(f"using {n} CPU thread{'s' * (n > 1)} (automatic: {reason}); {option} or "
                      f"ELIT_THREADS=N chooses, and a fixed count makes results bit-identical run to run")
         return n
     for name in THREAD_VARIABLES:       # the user's count, for torch and the BLAS alike

@@ -60,6 +60,16 @@ def threads_flag(args: list[str]) -> int | None:
     return None
 
 
+def threads_override(args: list[str]) -> int | None:
+    """`elit train`'s system.threads=N on the command line (N > 0), read before torch is imported, so
+    the BLAS gets the same count as torch (0 or a bad value: the config checks and names it)."""
+    for arg in args:
+        if arg.startswith("system.threads="):
+            value = arg.split("=", 1)[1].strip()
+            return int(value) if value.isdigit() and int(value) > 0 else None
+    return None
+
+
 def add_threads_argument(parser) -> None:
     """--threads, the same on every threaded command (elit._threads says how the default is chosen)."""
     from elit.cli._args import integer
@@ -94,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_text = COMMANDS[name]
     if from_command_line and name in THREADED and not set(argv[1:]) & {"-h", "--help"}:
         from elit._threads import set_thread_environment   # before torch or numpy is imported
-        set_thread_environment(threads_flag(argv[1:]), announce=lambda text: print(f"elit {name}: {text}",
-                                                                                     file=sys.stderr))
+        train = name == "train"   # train has no --threads: its count is the config's system.threads
+        set_thread_environment(threads_override(argv[1:]) if train else threads_flag(argv[1:]),
+                               option="system.threads=N" if train else "--threads N",
+                               announce=lambda text: print(f"elit {name}: {text}", file=sys.stderr))
     module = importlib.import_module(f"elit.cli.{module_name}")
     parser = OneLineParser(prog=f"elit {name}", description=module.__doc__.split("\n\n")[0].strip()
                            if module.__doc__ else help_text)
