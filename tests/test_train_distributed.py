@@ -1,10 +1,14 @@
 """Two real gloo processes under torchrun: DDP equals one process with the same global batch, every rank
-draws the same budgets, and FSDP2 trains, checkpoints, resumes and exports."""
+draws the same budgets, FSDP2 trains, checkpoints, resumes and exports, and a SIGTERM to torchrun
+stops every rank at one step with a checkpoint."""
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +86,31 @@ def test_fsdp2_two_processes_train_resume_and_export(tmp_path, single):
     model = elit.load_pretrained(out / "model")
     ema = final(out)["ema"]
     assert all(torch.equal(p.detach(), ema[n]) for n, p in model.named_parameters())
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(tmp_path):
+    """torchrun passes a SIGTERM (a scheduler's preemption) on to its workers, at slightly different
+    moments; the ranks agree on the step, write one FSDP2 checkpoint together (a collective: ranks
+    that disagreed would hang here until the timeout) and the same command resumes from it."""
+    out = tmp_path / "stopped"
+    args = train_args(out, 2000, "system.parallel=fsdp", "log.ckpt_every=20", "log.log_every=20", "log.sample_every=0")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(TORCHRUN + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first, deadline = checkpoint_path(out, 20), time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be signalled"
+    proc.send_signal(signal.SIGTERM)
+    said = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0
+    stops = re.findall(r"SIGTERM: stopped at step (\d+) of 2000 with a checkpoint at step \1", said)
+    assert len(stops) == 1, said[-3000:]             # said once, by rank 0
+    step = int(stops[0])
+    assert 20 <= step < 2000 and checkpoint_path(out, step).exists() and not (out / "model").exists()
+    again = torchrun(train_args(out, step + 2, "system.parallel=fsdp", "log.ckpt_every=20", "log.log_every=20",
+                                "log.sample_every=0"))
+    assert f"(step {step})" in again.stdout
+    assert (out / "model" / "model.safetensors").is_file()
 
 
 BUDGET_CHECK = textwrap.dedent("""

@@ -34,6 +34,7 @@ from elit.model.grouping import check_grid
 from elit.train import distributed as D
 from elit.train.budgets import TrainingBudgets
 from elit.train.checkpoint import list_checkpoints, newest_checkpoint, remove_stale_temporaries, save_checkpoint
+from elit.train.stop import StopRequest
 from elit.train.config import RunConfig, config_differences, dump_config, model_config, train_section
 from elit.train.ema import EMA
 from elit.train.logger import LossStats, RunLog
@@ -151,6 +152,7 @@ class Trainer:
         self.step = 0
         self.resumed_at = None       # the step this process resumed from, if it did
         self.nonfinite = []          # steps in the current streak of NaN/Inf loss or gradient norm
+        self.stopped: str | None = None   # the signal that ended the run early (elit.train.stop)
         self.log = RunLog(self.out, env.is_main, cfg.log.tensorboard)
 
     # ------------------------------------------------------------------ what a subclass may change
@@ -339,6 +341,11 @@ class Trainer:
         """Resume or start the run in its folder, train to max_steps, export the EMA model."""
         self.open_run_folder()
         grid = self.train_loop()
+        if self.stopped:   # a checkpoint, no model: the run is unfinished, and the same command resumes it
+            self.log.close()
+            D.barrier()
+            return {"step": self.step, "out": str(self.out), "model": None, "grid": None,
+                    "stopped": self.stopped, "is_main": self.env.is_main}
         model_dir = self.export_model()
         self.log.close()
         D.barrier()
@@ -359,7 +366,7 @@ class Trainer:
 
     def train_loop(self) -> pathlib.Path | None:
         """Steps to max_steps, with log records, checkpoints and sample grids on their schedules;
-        returns the last grid written."""
+        returns the last grid written. SIGTERM / SIGINT ends it early, with a checkpoint (elit.train.stop)."""
         tr, lg = self.cfg.train, self.cfg.log
         stats = LossStats(lg.t_bins, self.budget_draws.choices, self.env.device)
         bar = tqdm(total=tr.max_steps, initial=self.step, disable=not (self.env.is_main and lg.progress),
@@ -367,8 +374,15 @@ class Trainer:
                    mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line per 30 s
         batches = iter(self.loader)
         self.throughput = Throughput()
-        grid = None
         self.wrapped.train()
+        with StopRequest() as stop:
+            grid = self._steps(stats, bar, batches, stop)
+        bar.close()
+        return grid
+
+    def _steps(self, stats: LossStats, bar, batches, stop: StopRequest) -> pathlib.Path | None:
+        tr, lg = self.cfg.train, self.cfg.log
+        grid = None
         while self.step < tr.max_steps:
             x, y = next(batches)
             per_sample, t, budget, grad_norm = self.train_step(x, y)
@@ -385,8 +399,24 @@ class Trainer:
                 grid = self.sample_grid()
             if self.step % lg.ckpt_every == 0 or last or (lg.sample_every and self.step % lg.sample_every == 0):
                 self.throughput.restart()   # throughput excludes checkpoint and sampling time
-        bar.close()
+            if not last and stop.agreed(self.env.device):   # a collective: every rank, every step
+                self.stop_with_checkpoint(stop.signal_name)
+                break
         return grid
+
+    def stop_with_checkpoint(self, signal_name: str) -> None:
+        """The checkpoint of this step (unless the schedule wrote it already, or a NaN/Inf streak
+        runs: then the last good one stays), and what the user does next."""
+        self.stopped = signal_name
+        if self.step % self.cfg.log.ckpt_every and not self.nonfinite:
+            self.save()
+        newest = list_checkpoints(self.out)
+        what = (f"with a checkpoint at step {self.step}" if not self.nonfinite else
+                f"during a NaN/Inf streak, so without a new checkpoint (the newest is "
+                f"{newest[-1].name if newest else 'none'})")
+        if self.env.is_main:
+            print(f"elit train: {signal_name}: stopped at step {self.step} of {self.cfg.train.max_steps} {what}; "
+                  f"rerun the same command to resume", file=sys.stderr, flush=True)
 
     def write_record(self, stats: LossStats, budget, grad_norm, bar) -> None:
         """One log record: the losses averaged since the last one, lr, throughput, budget, gradient norm."""
