@@ -19,6 +19,10 @@ progress between sessions (--save-progress before a session ends; every later ru
     python scripts/study_convergence.py --out runs/scale --width 128 --jobs 2
     python scripts/study_convergence.py --out runs/scale --width 128 --save-progress
 
+A width-128 checkpoint is about 30 MiB (weights, EMA and Adam's two moments): where the machine's disk
+outlives the session, keep OUT itself (it resumes as it is) or give `--progress DIR` outside the
+repository rather than committing the default folder.
+
 Every part resumes: `elit train` continues from its last checkpoint, and a row already in
 OUT/rows-*.json is not measured again. `--measure-only --shard K/N` measures every N-th row of the
 plan, from the K-th, into OUT/rows-K.json: run N of them side by side (one thread each by default).

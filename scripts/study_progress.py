@@ -59,7 +59,8 @@ def keep_runs(runs: pathlib.Path, kept_runs: pathlib.Path, models: pathlib.Path)
             copy_file(run / name, kept / name)
         for old in list_checkpoints(kept)[:-1]:
             old.unlink()
-        print(f"[progress] {run.name}: {found[-1].name} kept in {kept}", flush=True)
+        size = (kept / "checkpoints" / found[-1].name).stat().st_size / 2**20
+        print(f"[progress] {run.name}: {found[-1].name} ({size:.0f} MiB) kept in {kept}", flush=True)
 
 
 def restore_runs(kept_runs: pathlib.Path, runs: pathlib.Path) -> None:
