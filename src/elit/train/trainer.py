@@ -34,12 +34,12 @@ from elit.model.grouping import check_grid
 from elit.train import distributed as D
 from elit.train.budgets import TrainingBudgets
 from elit.train.checkpoint import list_checkpoints, newest_checkpoint, remove_stale_temporaries, save_checkpoint
-from elit.train.stop import StopRequest
 from elit.train.config import RunConfig, config_differences, dump_config, model_config, train_section
 from elit.train.ema import EMA
 from elit.train.logger import LossStats, RunLog
 from elit.train.run_folder import check_run_folder, truncate_log
 from elit.train.samples import write_budget_grid
+from elit.train.stop import StopRequest
 
 _NOISE_STREAM = 0x5EED  # per-step stream for eps, t and class dropout
 
