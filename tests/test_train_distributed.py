@@ -93,7 +93,8 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(tmp_
     moments; the ranks agree on the step, write one FSDP2 checkpoint together (a collective: ranks
     that disagreed would hang here until the timeout) and the same command resumes from it."""
     out = tmp_path / "stopped"
-    args = train_args(out, 2000, "system.parallel=fsdp", "log.ckpt_every=20", "log.log_every=20", "log.sample_every=0")
+    extra = ("system.parallel=fsdp", "log.ckpt_every=20", "log.log_every=20", "log.sample_every=0")
+    args = train_args(out, 2000, *extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(TORCHRUN + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first, deadline = checkpoint_path(out, 20), time.time() + 240
@@ -107,8 +108,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(tmp_
     assert len(stops) == 1, said[-3000:]             # said once, by rank 0
     step = int(stops[0])
     assert 20 <= step < 2000 and checkpoint_path(out, step).exists() and not (out / "model").exists()
-    again = torchrun(train_args(out, step + 2, "system.parallel=fsdp", "log.ckpt_every=20", "log.log_every=20",
-                                "log.sample_every=0"))
+    again = torchrun(train_args(out, step + 2, *extra))
     assert f"(step {step})" in again.stdout
     assert (out / "model" / "model.safetensors").is_file()
 

@@ -50,23 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
 THREADED = ("train", "sample", "eval", "fid", "ref", "plan", "extract-latents")
 
 
+def _thread_count(value: str) -> int | None:
+    """N > 0, else None: a bad value is named later, by the parser or the config check."""
+    value = value.strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def threads_flag(args: list[str]) -> int | None:
     """A threaded command's --threads N, read before torch is imported (its parser checks it again)."""
     for i, arg in enumerate(args):
         value = arg.split("=", 1)[1] if arg.startswith("--threads=") else (
             args[i + 1] if arg == "--threads" and i + 1 < len(args) else None)
         if value is not None:
-            return int(value) if value.isdigit() and int(value) > 0 else None   # the parser names a bad one
+            return _thread_count(value)
     return None
 
 
 def threads_override(args: list[str]) -> int | None:
-    """`elit train`'s system.threads=N on the command line (N > 0), read before torch is imported, so
-    the BLAS gets the same count as torch (0 or a bad value: the config checks and names it)."""
+    """`elit train`'s system.threads=N on the command line, read before torch is imported, so the
+    BLAS gets the same count as torch."""
     for arg in args:
         if arg.startswith("system.threads="):
-            value = arg.split("=", 1)[1].strip()
-            return int(value) if value.isdigit() and int(value) > 0 else None
+            return _thread_count(arg.split("=", 1)[1])
     return None
 
 

@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from elit.train.finetune import finetune
     result = finetune(cfg, ft, args.out)
-    if result.get("stopped"):   # SIGTERM / SIGINT: checkpointed, unfinished; the shell's 128 + signal
-        import signal
-        return 128 + int(getattr(signal, result["stopped"]))
+    if result.get("stopped"):   # SIGTERM / SIGINT: checkpointed, unfinished
+        from elit.train.stop import exit_status
+        return exit_status(result["stopped"])
     if result.get("is_main", True):
         print(f"elit finetune: {result['step']} steps done; EMA student in {result['model']}"
               + (f"; samples in {result['grid']}" if result.get("grid") else ""))

@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from elit.train.trainer import train  # heavy imports only when training
     result = train(cfg, args.out)
-    if result.get("stopped"):   # SIGTERM / SIGINT: checkpointed, unfinished; the shell's 128 + signal
-        import signal
-        return 128 + int(getattr(signal, result["stopped"]))
+    if result.get("stopped"):   # SIGTERM / SIGINT: checkpointed, unfinished
+        from elit.train.stop import exit_status
+        return exit_status(result["stopped"])
     if result.get("is_main", True):
         print(f"elit train: {result['step']} steps done; EMA model in {result['model']}"
               + (f"; samples in {result['grid']}" if result.get("grid") else ""))

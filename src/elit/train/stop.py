@@ -59,6 +59,13 @@ class StopRequest:
             return self.signum is not None
         flag = torch.tensor([float(self.signum or 0)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and self.signum is None:
-            self.signum = int(flag.item())
-        return bool(flag.item())
+        agreed = int(flag.item())   # one host sync
+        if agreed and self.signum is None:
+            self.signum = agreed
+        return bool(agreed)
+
+
+def exit_status(signal_name: str) -> int:
+    """The shell's status for a process ended by this signal (128 + its number: 143, 130), which a
+    stopped run exits with, so a scheduler or a script sees it did not finish."""
+    return 128 + signal.Signals[signal_name].value

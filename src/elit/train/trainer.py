@@ -341,16 +341,12 @@ class Trainer:
         """Resume or start the run in its folder, train to max_steps, export the EMA model."""
         self.open_run_folder()
         grid = self.train_loop()
-        if self.stopped:   # a checkpoint, no model: the run is unfinished, and the same command resumes it
-            self.log.close()
-            D.barrier()
-            return {"step": self.step, "out": str(self.out), "model": None, "grid": None,
-                    "stopped": self.stopped, "is_main": self.env.is_main}
-        model_dir = self.export_model()
+        # stopped by a signal: a checkpoint, no model (the run is unfinished; the same command resumes it)
+        model_dir = None if self.stopped else self.export_model()
         self.log.close()
         D.barrier()
-        return {"step": self.step, "out": str(self.out), "model": str(model_dir), "grid": grid and str(grid),
-                "is_main": self.env.is_main}
+        return {"step": self.step, "out": str(self.out), "model": model_dir and str(model_dir),
+                "grid": grid and str(grid), "stopped": self.stopped, "is_main": self.env.is_main}
 
     def open_run_folder(self) -> None:
         """The folder made and cleaned, the last checkpoint resumed (a mismatched run is refused before
@@ -410,11 +406,11 @@ class Trainer:
         self.stopped = signal_name
         if self.step % self.cfg.log.ckpt_every and not self.nonfinite:
             self.save()
-        newest = list_checkpoints(self.out)
-        what = (f"with a checkpoint at step {self.step}" if not self.nonfinite else
-                f"during a NaN/Inf streak, so without a new checkpoint (the newest is "
-                f"{newest[-1].name if newest else 'none'})")
         if self.env.is_main:
+            newest = list_checkpoints(self.out) if self.nonfinite else None
+            what = (f"with a checkpoint at step {self.step}" if not self.nonfinite else
+                    f"during a NaN/Inf streak, so without a new checkpoint (the newest is "
+                    f"{newest[-1].name if newest else 'none'})")
             print(f"elit train: {signal_name}: stopped at step {self.step} of {self.cfg.train.max_steps} {what}; "
                   f"rerun the same command to resume", file=sys.stderr, flush=True)
 
