@@ -302,8 +302,9 @@ def scale_section(scale: list[dict], base: list[dict]) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
     lines = [f"Seed {one['seed']}, {one['step']:,} training steps, {one['num_samples']:,} samples of "
              f"{one['steps']} Euler steps, unguided.", "",
-             "| width | model | budget | FID | FD-FMNIST |", "|---|---|---|---|---|"]
-    lines += [f"| {r['width']} | {r['model']} | {r['budget'] or 'full'} | {fmt(r['fid'])} | {fmt(r['fd_fmnist'])} |"
+             "| width | model | budget | GFLOPs/image | FID | FD-FMNIST |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['width']} | {r['model']} | {r['budget'] or 'full'} | {r['gflops_per_image']:.2f} | "
+              f"{fmt(r['fid'])} | {fmt(r['fd_fmnist'])} |"
               for r in sorted(rows, key=lambda r: (r["width"], r["model"], r["budget"] is not None, r["budget"] or 0))]
     lines.append("")
     ratios = {}

@@ -102,14 +102,14 @@ def test_the_scale_point_sits_beside_the_width_64_rows_and_says_which_way_the_ga
     scale = conv.scale_results([{**row, "model": "dit-w128-s0@4000", "fid": 30.0, "fd_fmnist": 10.0},
                                 {**row, "model": "elit-mb-w128-s0@4000", "fid": 36.0, "fd_fmnist": 9.0},
                                 {**row, "model": "elit-mb-w128-s0@4000", "latents_per_group": 4, "fid": 37.0,
-                                 "fd_fmnist": 9.5}])
+                                 "fd_fmnist": 9.5, "gflops_per_image": 0.4}])
     assert {(r["model"], r["width"], r["budget"]) for r in scale} == {("dit", 128, None), ("elit-mb", 128, None),
                                                                       ("elit-mb", 128, 4)}
     base = conv.results([{**row, "model": f"{m}-s{seed}@{step}", "fid": fid, "fd_fmnist": 12.0}
                          for m, seed, step, fid in [("dit", 0, 4000, 40.0), ("elit-mb", 0, 4000, 60.0),
                                                     ("dit", 1, 4000, 41.0), ("dit", 0, 8000, 27.0)]])
     text = conv.scale_section(scale, base)
-    assert "| 64 | dit | full | 40.00 | 12.00 |" in text and "| 128 | elit-mb | 4 | 37.00 | 9.50 |" in text
+    assert "| 64 | dit | full | 1.00 | 40.00 | 12.00 |" in text and "| 128 | elit-mb | 4 | 0.40 | 37.00 | 9.50 |" in text
     assert "| 64 | dit | full | 41.00" not in text and "27.00" not in text     # other seeds and steps stay out
     assert "- Width 64: ELIT-MB / DiT at full budget: fid 1.50x, fd_fmnist 1.00x." in text
     assert "- Width 128: ELIT-MB / DiT at full budget: fid 1.20x, fd_fmnist 0.90x." in text
