@@ -309,7 +309,7 @@ def scale_section(scale: list[dict], base: list[dict]) -> str:
     lines.append("")
     ratios = {}
     for width in sorted({r["width"] for r in rows}):
-        full = {r["model"]: r for r in rows if r["width"] == width and r["budget"] is None}
+        full = full_budget_rows(rows, width)
         if "dit" in full and "elit-mb" in full:
             ratios[width] = {m: full["elit-mb"][m] / full["dit"][m] for m in METRICS
                              if full["dit"][m] is not None and full["elit-mb"][m] is not None}
@@ -322,7 +322,47 @@ def scale_section(scale: list[dict], base: list[dict]) -> str:
         trend = "shrinks" if last < first else "grows" if last > first else "stays"
         lines.append(f"- ELIT-MB's FID deficit {trend} with width: {first:.2f}x at width {widths[0]}, "
                      f"{last:.2f}x at width {widths[-1]}.")
+    lines += scale_costs(rows) + seed_spread(base, one["step"])
     return "\n".join(lines) + "\n"
+
+
+def full_budget_rows(rows: list[dict], width: int) -> dict:
+    """model -> its full-budget row at this width."""
+    return {r["model"]: r for r in rows if r["width"] == width and r["budget"] is None}
+
+
+def scale_costs(rows: list[dict]) -> list[str]:
+    """Per width: what ELIT-MB's full budget costs beside DiT's and its FID excess in points, and what
+    each lower budget saves against its full budget and costs in quality."""
+    lines = []
+    for width in sorted({r["width"] for r in rows}):
+        full = full_budget_rows(rows, width)
+        if "dit" not in full or "elit-mb" not in full:
+            continue
+        dit, elit = full["dit"], full["elit-mb"]
+        excess = f", FID {elit['fid'] - dit['fid']:+.2f} points" if None not in (elit["fid"], dit["fid"]) else ""
+        cost = elit["gflops_per_image"] / dit["gflops_per_image"]
+        lines.append(f"- Width {width}: ELIT-MB's full budget costs {cost:.2f}x DiT's sampling GFLOPs{excess}.")
+        for r in (r for r in rows if r["width"] == width and r["model"] == "elit-mb" and r["budget"] is not None):
+            change = ", ".join(f"{m} {r[m] - elit[m]:+.2f}" for m in METRICS if None not in (r[m], elit[m]))
+            lines.append(f"- Width {width}: ELIT-MB at J~ = {r['budget']} costs "
+                         f"{r['gflops_per_image'] / elit['gflops_per_image']:.2f}x its full budget "
+                         f"({r['gflops_per_image'] / dit['gflops_per_image']:.2f}x DiT's): {change}.")
+    return lines
+
+
+def seed_spread(base: list[dict], step: int) -> list[str]:
+    """How far the width-64 seeds lie apart at this step (full budget), the yardstick for one seed."""
+    fids = {}
+    for r in base:
+        if r["step"] == step and r["budget"] is None and r["fid"] is not None:
+            fids.setdefault(r["model"], {})[r["seed"]] = r["fid"]
+    spread = {m: max(v.values()) - min(v.values()) for m, v in sorted(fids.items()) if len(v) > 1}
+    if not spread:
+        return []
+    seeds = sorted({s for v in fids.values() for s in v})
+    return [f"- Width 64, seeds {', '.join(map(str, seeds))} at this step: FID spread "
+            + ", ".join(f"{m} {v:.2f}" for m, v in spread.items()) + "."]
 
 
 def scale_report(out: pathlib.Path, rows: list[dict], missing: int, publish: str | None) -> None:

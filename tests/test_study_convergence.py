@@ -109,11 +109,16 @@ def test_the_scale_point_sits_beside_the_width_64_rows_and_says_which_way_the_ga
                          for m, seed, step, fid in [("dit", 0, 4000, 40.0), ("elit-mb", 0, 4000, 60.0),
                                                     ("dit", 1, 4000, 41.0), ("dit", 0, 8000, 27.0)]])
     text = conv.scale_section(scale, base)
-    assert "| 64 | dit | full | 1.00 | 40.00 | 12.00 |" in text and "| 128 | elit-mb | 4 | 0.40 | 37.00 | 9.50 |" in text
+    assert "| 64 | dit | full | 1.00 | 40.00 | 12.00 |" in text
+    assert "| 128 | elit-mb | 4 | 0.40 | 37.00 | 9.50 |" in text
     assert "41.00" not in text and "27.00" not in text     # other seeds and steps stay out
     assert "- Width 64: ELIT-MB / DiT at full budget: fid 1.50x, fd_fmnist 1.00x." in text
     assert "- Width 128: ELIT-MB / DiT at full budget: fid 1.20x, fd_fmnist 0.90x." in text
     assert "FID deficit shrinks with width: 1.50x at width 64, 1.20x at width 128." in text
+    assert "- Width 64: ELIT-MB's full budget costs 1.00x DiT's sampling GFLOPs, FID +20.00 points." in text
+    assert ("- Width 128: ELIT-MB at J~ = 4 costs 0.40x its full budget (0.40x DiT's): fid +1.00, fd_fmnist +0.50."
+            in text)
+    assert "- Width 64, seeds 0, 1 at this step: FID spread dit 1.00." in text     # one seed of elit-mb: no spread
     assert conv.family("elit-mb-w128-s0@4000") == conv.family("elit-mb-s1") == "elit-mb"
     assert conv.scale_section([], base) == "Not measured yet.\n"
 
